@@ -1,0 +1,102 @@
+"""The ``musered`` command line: a thin layer that parses, calls and prints.
+
+Commands live in :mod:`musered.commands`, one module each, and are registered below only
+once they work. Every :class:`~musered.errors.MuseredError` (and a recipe's
+``RecipeError``) becomes a one-line ``Error: ...`` message with exit status 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import MuseredError
+
+LOGLEVELS = ("debug", "info", "warning", "error")
+
+
+class AppContext:
+    """What every command needs: the settings and the database, both opened lazily."""
+
+    def __init__(self, settings_file: str | None, loglevel: str | None):
+        self.settings_file = settings_file
+        self.loglevel = loglevel
+        self._settings = None
+        self._database = None
+
+    @property
+    def settings(self):
+        if self._settings is None:
+            from .settings import load_settings
+
+            self._settings = load_settings(self.settings_file)
+            if self.loglevel is None:
+                logging.getLogger("musered").setLevel(self._settings.loglevel.upper())
+                logging.getLogger("recipes").setLevel(self._settings.loglevel.upper())
+        return self._settings
+
+    @property
+    def database(self):
+        if self._database is None:
+            from .db import Database
+
+            self._database = Database(self.settings.database_url())
+        return self._database
+
+
+class MuseredGroup(click.Group):
+    """A click group that turns user errors into one-line messages."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except MuseredError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+def setup_logging(level: str) -> None:
+    from rich.logging import RichHandler
+
+    handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("musered", "recipes"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level.upper())
+        logger.propagate = False
+
+
+@click.group(cls=MuseredGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--settings",
+    "settings_file",
+    type=click.Path(dir_okay=False, path_type=str),
+    default=None,
+    help="Settings file (default: $MUSERED_SETTINGS, else ./settings.yml).",
+)
+@click.option(
+    "--loglevel",
+    type=click.Choice(LOGLEVELS, case_sensitive=False),
+    default=None,
+    help="Terminal log level (default: the settings' loglevel, info).",
+)
+@click.version_option(__version__, prog_name="musered")
+@click.pass_context
+def cli(ctx: click.Context, settings_file: str | None, loglevel: str | None) -> None:
+    """musered: reduce VLT/MUSE data with native recipes, from raw files to cubes.
+
+    Typical session: retrieve-data, update-db, info, process-calib, process-exp,
+    exp-align, exp-combine. Run `musered COMMAND --help` for each command.
+    """
+    setup_logging(loglevel or "info")
+    ctx.obj = AppContext(settings_file, loglevel)
+
+
+def main() -> None:
+    cli(prog_name="musered")
+
+
+# Registered commands: add one line per command once it works and is tested.

@@ -1,0 +1,9 @@
+"""The musered database: models and connection."""
+
+from .models import SCHEMA_VERSION, Base, Flag, Raw, Reduced, SchemaVersion, WeatherCondition
+from .session import Database, sqlite_url
+
+__all__ = [
+    "SCHEMA_VERSION", "Base", "Database", "Flag", "Raw", "Reduced", "SchemaVersion",
+    "WeatherCondition", "sqlite_url",
+]

@@ -1,0 +1,112 @@
+"""SQLAlchemy models of the musered database.
+
+Conventions: ``night`` is the observing night as an ISO date string ``YYYY-MM-DD``
+(see :func:`musered.nights.night_of`); timestamps are naive UTC ``datetime``;
+header-derived columns keep the ESO keyword spelling with dots and spaces replaced by
+underscores (``ESO DPR TYPE`` -> ``DPR_TYPE``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaVersion(Base):
+    """One row holding the schema version the database was created with."""
+
+    __tablename__ = "schema_version"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+
+
+class Raw(Base):
+    """One row per raw file (or archive-delivered calibration product) in ``raw_path``."""
+
+    __tablename__ = "raw"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(String(1024), unique=True, index=True)
+    filename: Mapped[str] = mapped_column(String(255), index=True)
+    file_size: Mapped[int | None] = mapped_column(Integer)
+    file_mtime: Mapped[float | None] = mapped_column(Float)
+    ARCFILE: Mapped[str | None] = mapped_column(String(255))
+    night: Mapped[str | None] = mapped_column(String(10), index=True)
+    run: Mapped[str | None] = mapped_column(String(64), index=True)
+    name: Mapped[str | None] = mapped_column(String(64), index=True)
+    DATE_OBS: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    MJD_OBS: Mapped[float | None] = mapped_column(Float)
+    EXPTIME: Mapped[float | None] = mapped_column(Float)
+    OBJECT: Mapped[str | None] = mapped_column(String(255), index=True)
+    OBJECT_ORIG: Mapped[str | None] = mapped_column(String(255))
+    DPR_CATG: Mapped[str | None] = mapped_column(String(32))
+    DPR_TYPE: Mapped[str | None] = mapped_column(String(64), index=True)
+    DPR_TECH: Mapped[str | None] = mapped_column(String(32))
+    PRO_CATG: Mapped[str | None] = mapped_column(String(64), index=True)
+    TPL_START: Mapped[str | None] = mapped_column(String(32), index=True)
+    TPL_ID: Mapped[str | None] = mapped_column(String(64))
+    INS_MODE: Mapped[str | None] = mapped_column(String(32))
+    INS_TEMP7_VAL: Mapped[float | None] = mapped_column(Float)
+    excluded: Mapped[bool] = mapped_column(Boolean, default=False)
+    # settings.additional_keywords, keyed by their column name (ESO OBS OBSERVER -> OBS_OBSERVER)
+    extra: Mapped[dict] = mapped_column(JSON, default=dict)
+    header: Mapped[dict] = mapped_column(JSON, default=dict)
+    ingested: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
+class Reduced(Base):
+    """One row per product file written by a recipe run."""
+
+    __tablename__ = "reduced"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recipe_name: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128), index=True)  # target: TPL_START, exposure, dataset
+    PRO_CATG: Mapped[str] = mapped_column(String(64), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    night: Mapped[str | None] = mapped_column(String(10), index=True)
+    DATE_OBS: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    OBJECT: Mapped[str | None] = mapped_column(String(255))
+    INS_MODE: Mapped[str | None] = mapped_column(String(32))
+    TPL_START: Mapped[str | None] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(32))
+    revision: Mapped[str | None] = mapped_column(String(32))
+    date_run: Mapped[dt.datetime] = mapped_column(DateTime)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    frames: Mapped[dict] = mapped_column(JSON, default=dict)  # tag -> [{path, md5}]
+    qc: Mapped[dict] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="ok")
+    runtime: Mapped[float | None] = mapped_column(Float)
+    log_path: Mapped[str | None] = mapped_column(String(1024))
+    output_dir: Mapped[str | None] = mapped_column(String(1024))
+
+
+class Flag(Base):
+    """A quality flag on an exposure; flagged exposures are excluded by default."""
+
+    __tablename__ = "flags"
+    __table_args__ = (UniqueConstraint("name", "flag"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), index=True)  # exposure name
+    flag: Mapped[str] = mapped_column(String(64))
+    comment: Mapped[str | None] = mapped_column(Text)
+    date: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class WeatherCondition(Base):
+    """One row of the 'Weather observations' block of an ESO night log."""
+
+    __tablename__ = "weather_conditions"
+    __table_args__ = (UniqueConstraint("night", "time", "conditions"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    night: Mapped[str] = mapped_column(String(10), index=True)
+    time: Mapped[dt.datetime] = mapped_column(DateTime)
+    conditions: Mapped[str | None] = mapped_column(String(255))
+    comment: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(1024))

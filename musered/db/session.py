@@ -1,0 +1,94 @@
+"""Engine and session factory. SQLite gets WAL, foreign keys and a busy timeout."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from ..errors import MuseredError
+from .models import SCHEMA_VERSION, Base, SchemaVersion
+
+SQLITE_BUSY_TIMEOUT_S = 60
+
+
+def sqlite_url(path: str | Path) -> str:
+    return f"sqlite:///{Path(path).expanduser().resolve()}"
+
+
+class Database:
+    """A connection to the musered database; tables are created on first use."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite and url not in ("sqlite://", "sqlite:///:memory:"):
+            folder = Path(url.split("sqlite:///", 1)[1]).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise MuseredError(f"cannot create the database folder {folder}: {exc.strerror}") from None
+            if not _writable(folder):
+                raise MuseredError(f"the database folder {folder} is not writable")
+        kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}} if self.is_sqlite else {}
+        try:
+            self.engine: Engine = create_engine(url, **kwargs)
+        except (SQLAlchemyError, ImportError, ValueError) as exc:
+            raise MuseredError(f"cannot open database {_safe(url)}: {exc}") from None
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self._create_tables()
+
+    def _create_tables(self) -> None:
+        try:
+            Base.metadata.create_all(self.engine)
+            with self.session() as session:
+                if session.scalar(select(SchemaVersion)) is None:
+                    session.add(SchemaVersion(version=SCHEMA_VERSION))
+        except OperationalError as exc:
+            raise MuseredError(f"cannot use database {_safe(self.url)}: {exc.orig}") from None
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session committed on success and rolled back on error."""
+        session = self._sessionmaker()
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
+    cursor.close()
+
+
+def _writable(folder: Path) -> bool:
+    import os
+
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def _safe(url: str) -> str:
+    """The URL without its password, for messages."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<database url>"
