@@ -58,9 +58,13 @@ class MuseredGroup(click.Group):
 
 
 def setup_logging(level: str) -> None:
+    from rich.console import Console
     from rich.logging import RichHandler
 
-    handler = RichHandler(show_path=False, show_time=False, markup=False, rich_tracebacks=False)
+    # Logs go to stderr so that command output (`musered settings > file.yml`) stays clean.
+    handler = RichHandler(
+        console=Console(stderr=True), show_path=False, show_time=False, markup=False, rich_tracebacks=False
+    )
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in ("musered", "recipes"):
         logger = logging.getLogger(name)
@@ -100,3 +104,15 @@ def main() -> None:
 
 
 # Registered commands: add one line per command once it works and is tested.
+from .commands.settings_cmd import command as settings_command  # noqa: E402
+cli.add_command(settings_command)
+from .commands.update_db import command as update_db_command  # noqa: E402
+cli.add_command(update_db_command)
+from .commands.retrieve_data import command as retrieve_data_command  # noqa: E402
+cli.add_command(retrieve_data_command)
+from .commands.info import command as info_command  # noqa: E402
+cli.add_command(info_command)
+from .commands.simulate import command as simulate_command  # noqa: E402
+cli.add_command(simulate_command)
+from .commands.process_calib import command as process_calib_command  # noqa: E402
+cli.add_command(process_calib_command)

@@ -116,6 +116,7 @@ class Recipe:
     ``calibs``: calibration tags. ``outputs``: product tags. ``params``: parameters.
     ``target``: what one run reduces: ``sequence`` (a calibration TPL_START),
     ``exposure`` (one science or standard exposure) or ``dataset``.
+    ``summary_qc``: the main QC values for the summary table, as (label, key pattern).
     """
 
     name: str
@@ -127,6 +128,9 @@ class Recipe:
     target: str = "sequence"
     min_inputs: int = 1
     description: str = ""
+    # (label, glob pattern on QC keys) shown in the runner's summary table, e.g.
+    # ("RON", "CHAN?? QC BIAS MASTER? RON"): the mean of the matching numeric values.
+    summary_qc: tuple[tuple[str, str], ...] = ()
 
     def param(self, name: str) -> Param:
         for param in self.params:

@@ -33,4 +33,8 @@ def all_recipes() -> dict[str, Recipe]:
 
 def _load_all() -> None:
     # Recipe modules register themselves on import; list them here as they land.
+    from . import bias  # noqa: F401
+    from . import dark  # noqa: F401
+    from . import flat  # noqa: F401
+    from . import wavecal  # noqa: F401
     pass

@@ -85,6 +85,8 @@ class Reduced(Base):
     runtime: Mapped[float | None] = mapped_column(Float)
     log_path: Mapped[str | None] = mapped_column(String(1024))
     output_dir: Mapped[str | None] = mapped_column(String(1024))
+    ifus: Mapped[list] = mapped_column(JSON, default=list)  # IFUs the product covers (1-24)
+    software: Mapped[dict] = mapped_column(JSON, default=dict)  # musered/recipes/numpy versions
 
 
 class Flag(Base):
@@ -110,3 +112,19 @@ class WeatherCondition(Base):
     conditions: Mapped[str | None] = mapped_column(String(255))
     comment: Mapped[str | None] = mapped_column(Text)
     source: Mapped[str | None] = mapped_column(String(1024))
+
+
+class Retrieved(Base):
+    """A science file whose associated calibrations were all retrieved (retrieve-data).
+
+    Written only once the science file and every file the archive's calibration selector
+    associated with it are in ``raw_path``, so an interrupted retrieval resumes with the
+    science files missing here.
+    """
+
+    __tablename__ = "retrieved"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dp_id: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    dataset: Mapped[str | None] = mapped_column(String(64))
+    n_calib: Mapped[int] = mapped_column(Integer, default=0)
+    date: Mapped[dt.datetime] = mapped_column(DateTime)

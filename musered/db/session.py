@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import MuseredError
@@ -24,6 +25,7 @@ class Database:
     """A connection to the musered database; tables are created on first use."""
 
     def __init__(self, url: str):
+        url = _with_installed_driver(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite and url not in ("sqlite://", "sqlite:///:memory:"):
@@ -45,13 +47,21 @@ class Database:
         self._create_tables()
 
     def _create_tables(self) -> None:
-        try:
-            Base.metadata.create_all(self.engine)
-            with self.session() as session:
-                if session.scalar(select(SchemaVersion)) is None:
-                    session.add(SchemaVersion(version=SCHEMA_VERSION))
-        except OperationalError as exc:
-            raise MuseredError(f"cannot use database {_safe(self.url)}: {exc.orig}") from None
+        # Two processes may create a new database at once: the loser of the race sees
+        # "already exists" / a duplicate schema row, and simply checks again.
+        for attempt in range(5):
+            try:
+                Base.metadata.create_all(self.engine)
+                with self.session() as session:
+                    if session.scalar(select(SchemaVersion)) is None:
+                        session.add(SchemaVersion(id=1, version=SCHEMA_VERSION))
+                return
+            except (OperationalError, IntegrityError, ProgrammingError) as exc:
+                message = str(exc.orig).lower()
+                racing = isinstance(exc, IntegrityError) or "already exists" in message or "locked" in message
+                if not racing or attempt == 4:
+                    raise MuseredError(f"cannot use database {_safe(self.url)}: {exc.orig}") from None
+                time.sleep(0.1 * (attempt + 1))
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
@@ -68,6 +78,16 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _with_installed_driver(url: str) -> str:
+    """A plain ``postgresql://`` URL means psycopg2 to SQLAlchemy; we ship psycopg 3."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

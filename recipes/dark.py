@@ -1,0 +1,247 @@
+"""muse_dark: combine raw darks into a MASTER_DARK (recipes.md §3.2).
+
+Per IFU, the recipe reads as its steps:
+
+1. read the N raw darks once and check they share mode and detector setup;
+2. overscan correction (the MASTER_BIAS overscan levels are the reference), trim,
+   subtract the MASTER_BIAS, convert adu → count with each port's GAIN, variance
+   RON² + Poisson (count²), and scale each exposure to ``normalize`` seconds
+   (``scale=true``; the DRS default 3600 s, i.e. count per pixel per hour);
+3. combine (default sigclip) in bounded row blocks;
+4. hot pixels: above median + ``hotsigma`` · σ, σ = 1.4826 · MAD (the median absolute
+   deviation expressed as a Gaussian σ), get the HOTPIXEL bit;
+5. QC (median, mean, stdev, min, max of the unflagged pixels; DC/DCERR in count/pix/h
+   from 100 random 9×9 windows) and write ``CHANnn.DATA/DQ/STAT`` into MASTER_DARK.fits.
+
+Units: DATA count per ``normalize`` seconds (per mean exposure time when
+``normalize < 0``), STAT its square. ``model=true`` (MODEL_DARK) is not implemented and
+is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from .base import Calib, Param, Product, Recipe, RecipeError
+from .bias import RON_HALFSIZE, RON_NWINDOWS
+from .io import CcdImage, ProductWriter, chan_name, read_badpix_table, read_image_product, read_primary_header
+from .kernels.overscan import SATURATION_LIMIT
+from .preprocess import (
+    COMBINE_PARAMS,
+    DQ_HOTPIXEL,
+    MERGE_PARAM,
+    NIFU_PARAM,
+    OVERSCAN_PARAMS,
+    OverscanSpec,
+    badpix_mask,
+    check_compatible,
+    check_modes,
+    combine_frames,
+    combine_options,
+    load_raw_stack,
+    optional_calib,
+    prepare,
+    raw_inputs,
+    select_ifus,
+)
+from .provenance import add_qc, product_header, recorded_params
+from .registry import register
+
+_MAD = 1.482602218505602
+
+
+def bias_reference(bias: CcdImage, quadrants, bias_path: Path, spec: OverscanSpec):
+    """Overscan levels ``(means, stdevs)`` per port recorded in a MASTER_BIAS, or None.
+
+    They are required for ``overscan=none`` (level check) and ``offset`` (shift).
+    """
+    means, stdevs = [], []
+    for q in quadrants:
+        key = f"ESO DRS MUSE OVSC{q.out} "
+        if key + "MEAN" not in bias.header or key + "STDEV" not in bias.header:
+            if spec.method in ("none", "offset"):
+                raise RecipeError(f"{bias_path}: MASTER_BIAS lacks {key}MEAN/STDEV needed by overscan={spec.method}")
+            return None
+        means.append(float(bias.header[key + "MEAN"]))
+        stdevs.append(float(bias.header[key + "STDEV"]))
+    return np.array(means), np.array(stdevs)
+
+
+def check_bias_overscan(bias_path: Path, params: Mapping) -> None:
+    """The MASTER_BIAS must have been made with the same ``overscan`` method (as the DRS checks)."""
+    recorded = recorded_params(read_primary_header(bias_path))
+    ours = str(params.get("overscan", "vpoly")).split(":")[0].strip().lower()
+    if "overscan" in recorded and recorded["overscan"].split(":")[0].strip().lower() != ours:
+        raise RecipeError(
+            f"{bias_path}: MASTER_BIAS was made with overscan={recorded['overscan']}, "
+            f"this recipe runs with overscan={params.get('overscan')}"
+        )
+
+
+def exposure_scales(paths: list[Path], primaries: list[fits.Header], scale: bool, normalize: float):
+    """Per-input factors and the time unit (s) of the result.
+
+    ``scale``: each exposure is scaled to ``normalize`` s (or to the first exposure time
+    when ``normalize < 0``); otherwise inputs are combined as they are and the result is
+    rescaled from the mean exposure time to ``normalize`` s afterwards (``post``).
+    Returns ``(factors, post, unit_seconds)``.
+    """
+    times = []
+    for path, header in zip(paths, primaries):
+        try:
+            t = float(header["EXPTIME"])
+        except (KeyError, TypeError, ValueError):
+            raise RecipeError(f"{path}: EXPTIME missing or not a number") from None
+        if not t > 0:
+            raise RecipeError(f"{path}: EXPTIME must be > 0 for a dark, not {t}")
+        times.append(t)
+    times = np.array(times)
+    if scale:
+        unit = normalize if normalize > 0 else times[0]
+        return unit / times, 1.0, float(unit)
+    mean = float(times.mean())
+    if normalize > 0:
+        return np.ones(len(times)), normalize / mean, float(normalize)
+    return np.ones(len(times)), 1.0, mean
+
+
+def flag_hot_pixels(master: CcdImage, hotsigma: float) -> int:
+    """Mark pixels above median + hotsigma·σ (σ = 1.4826·MAD of unflagged pixels) as HOTPIXEL."""
+    good = master.dq == 0
+    values = master.data[good] if good.any() else master.data.ravel()
+    median = float(np.median(values))
+    sigma = _MAD * float(np.median(np.abs(values - median)))
+    hot = master.data > median + hotsigma * sigma
+    master.dq[hot] |= DQ_HOTPIXEL
+    return int(hot.sum())
+
+
+def dark_current(master: CcdImage, per_hour: float, seed: int) -> tuple[float, float]:
+    """DC and DCERR (count/pix/h): mean and scatter of the means of 100 random 9×9 windows
+    without flagged pixels."""
+    rng = np.random.default_rng(seed)
+    ny, nx = master.data.shape
+    size = min(2 * RON_HALFSIZE + 1, ny, nx)
+    means = []
+    for _ in range(RON_NWINDOWS * 5):
+        if len(means) >= RON_NWINDOWS:
+            break
+        y = int(rng.integers(0, ny - size + 1))
+        x = int(rng.integers(0, nx - size + 1))
+        if master.dq[y : y + size, x : x + size].any():
+            continue
+        means.append(float(master.data[y : y + size, x : x + size].mean(dtype=np.float64)))
+    if not means:
+        return float("nan"), float("nan")
+    means = np.array(means) * per_hour
+    return float(means.mean()), float(means.std(ddof=1)) if means.size > 1 else 0.0
+
+
+def master_dark_ifu(
+    paths: list[Path], primaries: list[fits.Header], ifu: int, params: Mapping, bias_path: Path, badpix: Path | None
+) -> CcdImage:
+    """The master dark of one IFU, with its QC keywords in ``header``."""
+    spec = OverscanSpec.from_params(params)
+    ccds = load_raw_stack(paths, ifu, primaries)
+    check_compatible(ccds)
+    quadrants = ccds[0].quadrants
+    bias = read_image_product(bias_path, ifu)
+    reference = bias_reference(bias, quadrants, bias_path, spec)
+    static_dq = badpix_mask(quadrants, *read_badpix_table(badpix, ifu)) if badpix is not None else None
+    factors, post, unit = exposure_scales(paths, primaries, bool(params["scale"]), float(params["normalize"]))
+    qc: list[tuple[str, object, str]] = []
+    for i, c in enumerate(ccds, start=1):
+        nsat = int(sum((c.image[q.data] > SATURATION_LIMIT).sum() for q in quadrants))
+        qc.append((f"ESO QC DARK INPUT{i} NSATURATED", nsat, "saturated pixels in raw input"))
+
+    preps = [
+        prepare(c, spec, "count", reference=reference, reference_name=bias_path.name, scale=f)
+        for c, f in zip(ccds, factors)
+    ]
+    master = combine_frames(preps, bias=bias, static_dq=static_dq, **combine_options(params))
+    del bias, preps
+    if post != 1.0:
+        master.data *= np.float32(post)
+        master.stat *= np.float32(post * post)
+
+    nhot = flag_hot_pixels(master, float(params["hotsigma"]))
+    good = master.dq == 0
+    values = master.data[good] if good.any() else master.data.ravel()
+    dc, dcerr = dark_current(master, 3600.0 / unit, seed=ifu)
+    qc += [
+        ("ESO QC DARK MASTER NBADPIX", nhot, "hot pixels in master dark"),
+        ("ESO QC DARK MASTER MEDIAN", float(np.median(values)), "[count] master dark median"),
+        ("ESO QC DARK MASTER MEAN", float(values.mean(dtype=np.float64)), "[count] master dark mean"),
+        ("ESO QC DARK MASTER STDEV", float(values.std(dtype=np.float64)), "[count] master dark stdev"),
+        ("ESO QC DARK MASTER MIN", float(values.min()), "[count] master dark minimum"),
+        ("ESO QC DARK MASTER MAX", float(values.max()), "[count] master dark maximum"),
+        ("ESO QC DARK MASTER DC", dc, "[count/pix/h] dark current"),
+        ("ESO QC DARK MASTER DCERR", dcerr, "[count/pix/h] dark current error"),
+        ("ESO QC DARK MASTER NSATURATED", int(((master.dq & (1 << 12)) != 0).sum()), "saturated pixels"),
+    ]
+    add_qc(master.header, qc)
+    return master
+
+
+def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list[Product]:
+    """Build MASTER_DARK.fits in ``outdir`` from ``frames["DARK"]`` (≥ 3) and a MASTER_BIAS."""
+    if params.get("model"):
+        raise RecipeError("muse_dark: model=true (MODEL_DARK) is not implemented in musered; use model=false")
+    paths = raw_inputs(frames, "DARK", RECIPE.name, RECIPE.min_inputs)
+    bias_path = optional_calib(frames, "MASTER_BIAS")
+    if bias_path is None:
+        raise RecipeError("muse_dark needs a MASTER_BIAS calibration, none was given")
+    badpix = optional_calib(frames, "BADPIX_TABLE")
+    OverscanSpec.from_params(params)
+    check_bias_overscan(bias_path, params)
+    primaries = [read_primary_header(p) for p in paths]
+    check_modes(paths, primaries)
+    ifus = select_ifus(paths, int(params.get("nifu", 0)))
+    calibs = [(bias_path, "MASTER_BIAS")] + ([(badpix, "BADPIX_TABLE")] if badpix else [])
+    header = product_header(
+        "MASTER_DARK", RECIPE.name, params, [(p, "DARK") for p in paths], calibs, template=primaries[0]
+    )
+    out = Path(outdir) / "MASTER_DARK.fits"
+    qc: dict[str, float | int | str] = {}
+    try:
+        writer = ProductWriter(out, header)
+        for ifu in ifus:
+            master = master_dark_ifu(paths, primaries, ifu, params, bias_path, badpix)
+            writer.add_image(ifu, master, "count", "(count)**2")
+            for card in master.header.cards:
+                if card.keyword.startswith("ESO QC "):
+                    qc[f"{chan_name(ifu)} {card.keyword[4:]}"] = card.value
+            del master
+    except BaseException:
+        out.unlink(missing_ok=True)
+        raise
+    return [Product(out, "MASTER_DARK", tuple(ifus), qc)]
+
+
+RECIPE = register(
+    Recipe(
+        name="muse_dark",
+        inputs=("DARK",),
+        calibs=(Calib("MASTER_BIAS"), Calib("BADPIX_TABLE", required=False)),
+        outputs=("MASTER_DARK",),
+        params=(
+            NIFU_PARAM,
+            *OVERSCAN_PARAMS,
+            *COMBINE_PARAMS,
+            Param("scale", bool, True, "scale the individual images to a common exposure time before combining"),
+            Param("normalize", float, 3600.0, "normalize the master dark to this exposure time (s); a negative "
+                  "value disables the normalization"),
+            Param("hotsigma", float, 5.0, "hot-pixel threshold in sigma (median absolute deviation as Gaussian "
+                  "sigma) above the median dark level", minimum=0.0),
+            Param("model", bool, False, "fit a smooth MODEL_DARK (not implemented in musered: true is refused)"),
+            MERGE_PARAM,
+        ),  # fmt: skip
+        run=run,
+        min_inputs=3,
+        description="Combine raw darks into a master dark (count per normalize seconds) and flag hot pixels.",
+    )
+)

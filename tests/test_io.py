@@ -1,0 +1,116 @@
+"""Raw reading (uint16 via BZERO/XOR) and merged product writing/reading."""
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+from calib_helpers import SMALL, ext_header, make_raw_image, primary_header, write_raw
+
+from recipes.base import RecipeError
+from recipes.io import (
+    CcdImage,
+    ProductWriter,
+    list_ifus,
+    read_badpix_table,
+    read_image_product,
+    read_raw_ifu,
+    read_table_product,
+)
+from recipes.provenance import product_header, recorded_params
+
+
+@pytest.fixture
+def raw_file(tmp_path):
+    rng = np.random.default_rng(0)
+    images = {}
+    for ifu in (3, 7):
+        header = ext_header(SMALL, ifu)
+        image = make_raw_image(SMALL, header, rng)
+        image[0, 0], image[1, 1] = 0, 65535  # the extremes of uint16 survive
+        images[ifu] = (image, header)
+    return write_raw(tmp_path / "MUSE.raw.fits", primary_header(), images), images
+
+
+def test_raw_roundtrip_uint16(raw_file):
+    path, images = raw_file
+    assert list_ifus(path) == [3, 7]
+    with fits.open(path) as hdul:
+        assert hdul["CHAN07"].header["BITPIX"] == 16 and hdul["CHAN07"].header["BZERO"] == 32768
+    image, header = read_raw_ifu(path, 7)
+    assert image.dtype == np.uint16 and image.dtype.isnative
+    np.testing.assert_array_equal(image, images[7][0])
+    assert header["EXTNAME"] == "CHAN07"
+    # identical to astropy's scaled read
+    np.testing.assert_array_equal(image, fits.getdata(path, "CHAN07"))
+
+
+def test_raw_errors_name_the_file(raw_file, tmp_path):
+    path, _ = raw_file
+    with pytest.raises(RecipeError, match=r"MUSE.raw.fits: no extension CHAN01"):
+        read_raw_ifu(path, 1)
+    with pytest.raises(RecipeError, match="does not exist"):
+        read_raw_ifu(tmp_path / "gone.fits", 3)
+    truncated = tmp_path / "truncated.fits"
+    truncated.write_bytes(path.read_bytes()[: -2880 * 4])
+    with pytest.raises(RecipeError, match="truncated.fits"):
+        read_raw_ifu(truncated, 7)
+    junk = tmp_path / "junk.fits"
+    junk.write_bytes(b"not a fits file at all" * 200)
+    with pytest.raises(RecipeError, match="junk.fits"):
+        read_raw_ifu(junk, 3)
+
+
+def test_product_roundtrip(tmp_path):
+    rng = np.random.default_rng(1)
+    header = product_header("MASTER_BIAS", "muse_bias", {"overscan": "vpoly", "merge": False, "nlow": 1},
+                            [(tmp_path / "a.fits", "BIAS")], [(tmp_path / "bp.fits", "BADPIX_TABLE")],
+                            template=primary_header())
+    path = tmp_path / "MASTER_BIAS.fits"
+    writer = ProductWriter(path, header)
+    images = {}
+    for ifu in (2, 5):
+        ext = fits.Header()
+        ext["HIERARCH ESO QC BIAS MASTER1 RON"] = 2.5 + ifu
+        img = CcdImage(rng.normal(size=(6, 5)).astype(np.float32), rng.integers(0, 9, (6, 5)).astype(np.int32),
+                       rng.random((6, 5)).astype(np.float32), ext)
+        writer.add_image(ifu, img, "adu", "(adu)**2")
+        images[ifu] = img
+    writer.add_table(9, Table({"xpos": [1, 2], "ypos": [3, 4], "status": [256, 512], "value": [0.0, 1.0]}))
+    with fits.open(path) as hdul:
+        names = [h.name for h in hdul]
+        assert names == ["PRIMARY", "CHAN02.DATA", "CHAN02.DQ", "CHAN02.STAT", "CHAN05.DATA", "CHAN05.DQ",
+                         "CHAN05.STAT", "CHAN09"]
+        prim = hdul[0].header
+        assert prim["ESO PRO CATG"] == "MASTER_BIAS" and prim["ESO PRO REC1 ID"] == "muse_bias"
+        assert prim["ESO PRO REC1 PIPE ID"].startswith("musered/")
+        assert prim["ESO PRO REC1 RAW1 NAME"] == "a.fits" and prim["ESO PRO REC1 CAL1 CATG"] == "BADPIX_TABLE"
+        assert prim["ESO INS MODE"] == "WFM-NOAO-N"
+        assert hdul["CHAN02.DQ"].header["HDUCLAS2"] == "QUALITY"
+        assert hdul["CHAN02.STAT"].header["BUNIT"] == "(adu)**2"
+        assert hdul["CHAN02.DATA"].data.dtype.name == "float32" or hdul["CHAN02.DATA"].header["BITPIX"] == -32
+        assert hdul["CHAN02.DQ"].header["BITPIX"] == 32
+    assert recorded_params(fits.getheader(path)) == {"overscan": "vpoly", "merge": "false", "nlow": "1"}
+    got = read_image_product(path, 5)
+    np.testing.assert_array_equal(got.data, images[5].data)
+    np.testing.assert_array_equal(got.dq, images[5].dq)
+    np.testing.assert_array_equal(got.stat, images[5].stat)
+    assert got.header["ESO QC BIAS MASTER1 RON"] == 7.5
+    assert list_ifus(path) == [2, 5, 9]
+    with pytest.raises(RecipeError, match="no image extension for IFU 3"):
+        read_image_product(path, 3)
+    table, _ = read_table_product(path, 9)
+    assert list(table["status"]) == [256, 512]
+    xpos, ypos, status = read_badpix_table(path, 9)
+    assert list(xpos) == [1, 2] and list(status) == [256, 512]
+    assert read_badpix_table(path, 1)[0].size == 0
+
+
+def test_single_ifu_drs_form_is_read(tmp_path):
+    data = np.arange(12, dtype=np.float32).reshape(3, 4)
+    hdus = fits.HDUList([fits.PrimaryHDU(header=fits.Header([("EXTNAME", "CHAN04")])),
+                         fits.ImageHDU(data, name="DATA"), fits.ImageHDU(np.zeros((3, 4), np.int32), name="DQ"),
+                         fits.ImageHDU(np.ones((3, 4), np.float32), name="STAT")])
+    hdus.writeto(tmp_path / "MASTER_BIAS-04.fits")
+    got = read_image_product(tmp_path / "MASTER_BIAS-04.fits", 4)
+    np.testing.assert_array_equal(got.data, data)
+    assert got.stat.sum() == 12
