@@ -116,3 +116,5 @@ from .commands.simulate import command as simulate_command  # noqa: E402
 cli.add_command(simulate_command)
 from .commands.process_calib import command as process_calib_command  # noqa: E402
 cli.add_command(process_calib_command)
+from .commands.demo import command as demo_command  # noqa: E402
+cli.add_command(demo_command)

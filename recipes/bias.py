@@ -26,7 +26,15 @@ import numpy as np
 from astropy.io import fits
 
 from .base import Calib, Param, Product, Recipe, RecipeError
-from .io import CcdImage, ProductWriter, chan_name, hkey, read_badpix_table, read_primary_header
+from .io import (
+    CcdImage,
+    ProductWriter,
+    chan_name,
+    hkey,
+    prefetch_raw_ifu,
+    read_badpix_table,
+    read_primary_header,
+)
 from .kernels.overscan import SATURATION_LIMIT, grouped_median, histogram_u16
 from .preprocess import (
     COMBINE_PARAMS,
@@ -91,7 +99,8 @@ def measure_ron(
                 win_b = ccds[b].image[dr.start + y : dr.start + y + hy, dc.start + x : dc.start + x + hx]
                 if (win_a > SATURATION_LIMIT).any() or (win_b > SATURATION_LIMIT).any():
                     continue
-                if static_dq is not None and static_dq[tr.start + y : tr.start + y + hy, tc.start + x : tc.start + x + hx].any():
+                window = (slice(tr.start + y, tr.start + y + hy), slice(tc.start + x, tc.start + x + hx))
+                if static_dq is not None and static_dq[window].any():
                     continue
                 rows = slice(tr.start + y, tr.start + y + hy)
                 shift = overscans[a].correction[p, rows] - overscans[b].correction[p, rows]
@@ -232,7 +241,10 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
     qc: dict[str, float | int | str] = {}
     try:
         writer = ProductWriter(out, header)
-        for ifu in ifus:
+        for k, ifu in enumerate(ifus):
+            if k + 1 < len(ifus):  # let the disk read the next IFU while this one computes
+                for path in paths:
+                    prefetch_raw_ifu(path, ifus[k + 1])
             master = master_bias_ifu(paths, primaries, ifu, params, badpix)
             writer.add_image(ifu, master, "adu", "(adu)**2")
             for card in master.header.cards:

@@ -11,7 +11,7 @@ Per IFU, the recipe reads as its steps:
 4. hot pixels: above median + ``hotsigma`` · σ, σ = 1.4826 · MAD (the median absolute
    deviation expressed as a Gaussian σ), get the HOTPIXEL bit;
 5. QC (median, mean, stdev, min, max of the unflagged pixels; DC/DCERR in count/pix/h
-   from 100 random 9×9 windows) and write ``CHANnn.DATA/DQ/STAT`` into MASTER_DARK.fits.
+   from 100 random 33×33 windows) and write ``CHANnn.DATA/DQ/STAT`` into MASTER_DARK.fits.
 
 Units: DATA count per ``normalize`` seconds (per mean exposure time when
 ``normalize < 0``), STAT its square. ``model=true`` (MODEL_DARK) is not implemented and
@@ -27,8 +27,15 @@ import numpy as np
 from astropy.io import fits
 
 from .base import Calib, Param, Product, Recipe, RecipeError
-from .bias import RON_HALFSIZE, RON_NWINDOWS
-from .io import CcdImage, ProductWriter, chan_name, read_badpix_table, read_image_product, read_primary_header
+from .io import (
+    CcdImage,
+    ProductWriter,
+    chan_name,
+    prefetch_raw_ifu,
+    read_badpix_table,
+    read_image_product,
+    read_primary_header,
+)
 from .kernels.overscan import SATURATION_LIMIT
 from .preprocess import (
     COMBINE_PARAMS,
@@ -38,6 +45,8 @@ from .preprocess import (
     OVERSCAN_PARAMS,
     OverscanSpec,
     badpix_mask,
+    bias_reference,
+    check_bias_overscan,
     check_compatible,
     check_modes,
     combine_frames,
@@ -48,38 +57,10 @@ from .preprocess import (
     raw_inputs,
     select_ifus,
 )
-from .provenance import add_qc, product_header, recorded_params
+from .provenance import add_qc, product_header
 from .registry import register
 
 _MAD = 1.482602218505602
-
-
-def bias_reference(bias: CcdImage, quadrants, bias_path: Path, spec: OverscanSpec):
-    """Overscan levels ``(means, stdevs)`` per port recorded in a MASTER_BIAS, or None.
-
-    They are required for ``overscan=none`` (level check) and ``offset`` (shift).
-    """
-    means, stdevs = [], []
-    for q in quadrants:
-        key = f"ESO DRS MUSE OVSC{q.out} "
-        if key + "MEAN" not in bias.header or key + "STDEV" not in bias.header:
-            if spec.method in ("none", "offset"):
-                raise RecipeError(f"{bias_path}: MASTER_BIAS lacks {key}MEAN/STDEV needed by overscan={spec.method}")
-            return None
-        means.append(float(bias.header[key + "MEAN"]))
-        stdevs.append(float(bias.header[key + "STDEV"]))
-    return np.array(means), np.array(stdevs)
-
-
-def check_bias_overscan(bias_path: Path, params: Mapping) -> None:
-    """The MASTER_BIAS must have been made with the same ``overscan`` method (as the DRS checks)."""
-    recorded = recorded_params(read_primary_header(bias_path))
-    ours = str(params.get("overscan", "vpoly")).split(":")[0].strip().lower()
-    if "overscan" in recorded and recorded["overscan"].split(":")[0].strip().lower() != ours:
-        raise RecipeError(
-            f"{bias_path}: MASTER_BIAS was made with overscan={recorded['overscan']}, "
-            f"this recipe runs with overscan={params.get('overscan')}"
-        )
 
 
 def exposure_scales(paths: list[Path], primaries: list[fits.Header], scale: bool, normalize: float):
@@ -120,15 +101,22 @@ def flag_hot_pixels(master: CcdImage, hotsigma: float) -> int:
     return int(hot.sum())
 
 
+#: Dark-current windows: number and size (pixels). Larger than the 9×9 read-noise windows
+#: because the dark signal is small against the read noise (the DRS window size is not
+#: documented, recipes.md §7.5).
+DC_NWINDOWS = 100
+DC_WINDOW = 33
+
+
 def dark_current(master: CcdImage, per_hour: float, seed: int) -> tuple[float, float]:
-    """DC and DCERR (count/pix/h): mean and scatter of the means of 100 random 9×9 windows
-    without flagged pixels."""
+    """DC and DCERR (count/pix/h): mean of the means of ``DC_NWINDOWS`` random
+    ``DC_WINDOW``² windows without flagged pixels, and the scatter of those means."""
     rng = np.random.default_rng(seed)
     ny, nx = master.data.shape
-    size = min(2 * RON_HALFSIZE + 1, ny, nx)
+    size = min(DC_WINDOW, ny, nx)
     means = []
-    for _ in range(RON_NWINDOWS * 5):
-        if len(means) >= RON_NWINDOWS:
+    for _ in range(DC_NWINDOWS * 10):
+        if len(means) >= DC_NWINDOWS:
             break
         y = int(rng.integers(0, ny - size + 1))
         x = int(rng.integers(0, nx - size + 1))
@@ -209,7 +197,10 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
     qc: dict[str, float | int | str] = {}
     try:
         writer = ProductWriter(out, header)
-        for ifu in ifus:
+        for k, ifu in enumerate(ifus):
+            if k + 1 < len(ifus):  # let the disk read the next IFU while this one computes
+                for path in paths:
+                    prefetch_raw_ifu(path, ifus[k + 1])
             master = master_dark_ifu(paths, primaries, ifu, params, bias_path, badpix)
             writer.add_image(ifu, master, "count", "(count)**2")
             for card in master.header.cards:

@@ -87,3 +87,15 @@ def render_recipes(recipes: Iterable[Recipe], title: str = "Recipes") -> str:
         lines.append(f"- [{recipe.name}](#{recipe.name}): {recipe.description}")
     lines.append("")
     return "\n".join(lines) + "\n" + "\n".join(render_recipe(r) for r in recipes)
+
+
+def main() -> None:
+    """``python -m recipes.docs > docs/recipes.md``: every registered recipe."""
+    from .registry import all_recipes
+
+    recipes = sorted(all_recipes().values(), key=lambda r: r.name)
+    print(render_recipes(recipes), end="")
+
+
+if __name__ == "__main__":
+    main()

@@ -398,10 +398,10 @@ def make_ifu_layout(ifu: int, shape: tuple[int, int], params: LayoutParams,
     ymid = (ny + 1) / 2.0
     half = ny / 2.0
     pitch = params.slice_width + params.slice_gap
-    # scale the layout so that it fills the CCD like on the real instrument
+    # total width: 48 slices, 11 gaps inside each of the 4 stacks, 3 gaps between stacks
     total = 48 * params.slice_width + 44 * params.slice_gap + 3 * params.stack_gap
     x0 = params.first_edge + rng.normal(0, 0.3)
-    if x0 + total > nx - params.first_edge + 5:
+    if x0 + total > nx - 10:
         raise ValueError(f"slice layout ({total:.0f} px) does not fit a CCD {nx} px wide")
     ifu_tilt = rng.uniform(-1, 1) * params.tilt * 0.5
     out = IFULayout(ifu=ifu, shape=shape)
@@ -415,7 +415,7 @@ def make_ifu_layout(ifu: int, shape: tuple[int, int], params: LayoutParams,
         curv = params.curvature * (1 + 0.1 * rng.normal())
         dw = rng.normal(0, 0.15)  # width change over the height
         # x(t) = x_mid + tilt/2 t + curv (t^2 - 1/3) with t in [-1, 1]
-        lt = [left0 - curv / 3 - dw / 2 * 0, tilt / 2 - dw / 2, curv]
+        lt = [left0 - curv / 3, tilt / 2 - dw / 2, curv]
         rt = [left0 + width - curv / 3, tilt / 2 + dw / 2, curv]
         left = _poly_from_t(lt, ymid, half, 5)
         right = _poly_from_t(rt, ymid, half, 5)

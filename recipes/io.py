@@ -19,6 +19,7 @@ Arrays are numpy ``[y, x]``, 0-based.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,6 +156,28 @@ def read_raw_ifu(path: Path, ifu: int, out: np.ndarray | None = None) -> tuple[n
         except (OSError, ValueError, TypeError) as exc:
             raise RecipeError(f"{where}: cannot read image data ({_one_line(exc)}; truncated file?)") from None
     return image, header
+
+
+def prefetch_raw_ifu(path: Path, ifu: int) -> None:
+    """Ask the OS to start reading one IFU's image data of a raw file in the background.
+
+    A hint only (``posix_fadvise(WILLNEED)``): returns at once, never raises. Recipes
+    call it for the next IFU while they compute the current one, so that disk reads
+    overlap with computation.
+    """
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        with fits.open(path, memmap=True, do_not_scale_image_data=True, lazy_load_hdus=True) as hdul:
+            index = hdul.index_of(chan_name(ifu))
+            info = hdul.fileinfo(index)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, int(info["datLoc"]), int(info["datSpan"]), os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+    except Exception:  # noqa: BLE001 - a failed hint must never stop a reduction
+        return
 
 
 def _to_uint16(raw: np.ndarray, header: fits.Header, scaled: bool, out: np.ndarray | None = None) -> np.ndarray:

@@ -22,6 +22,7 @@ Units: adu and adu² before gain conversion, count (= e-) and count² after.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,7 @@ from .instrument import Quadrant, detector_geometry, trimmed_shape
 from .io import CcdImage, chan_name, list_ifus, read_primary_header, read_raw_ifu
 from .kernels.combine import combine_raw
 from .kernels.overscan import preprocess_rows
+from .provenance import recorded_params
 
 #: Euro3D DQ bits used here (muse_quality.h).
 DQ_HOTPIXEL = 1 << 8
@@ -129,7 +131,9 @@ class RawCcd:
         return (self.image.shape, ports, str(self.primary.get("ESO DET READ CURID", "")))
 
 
-def load_raw_ccd(path: Path, ifu: int, primary: fits.Header | None = None, out: np.ndarray | None = None) -> RawCcd:
+def load_raw_ccd(
+    path: Path, ifu: int, primary: fits.Header | None = None, out: np.ndarray | None = None
+) -> RawCcd:
     """Read one IFU of a raw file and its geometry (RecipeError naming the file).
 
     ``out`` receives the uint16 image (see :func:`load_raw_stack`)."""
@@ -146,15 +150,29 @@ def load_raw_ccd(path: Path, ifu: int, primary: fits.Header | None = None, out: 
 STACK_PAD = 32
 
 
-def load_raw_stack(paths: list[Path], ifu: int, primaries: list[fits.Header]) -> list[RawCcd]:
+#: Largest raw stack (bytes) :func:`load_raw_stack` accepts: with the three outputs and
+#: the per-thread row buffers this bounds the memory of one IFU's combination.
+MAX_STACK_BYTES = 6 * 1024**3
+
+
+def load_raw_stack(
+    paths: list[Path], ifu: int, primaries: list[fits.Header], max_bytes: int = MAX_STACK_BYTES
+) -> list[RawCcd]:
     """Read one IFU of several raw files into one uint16 stack (read once, no copies).
 
     The images are views ``stack[i, :, :NAXIS1]`` of a ``[n, NAXIS2, NAXIS1 + pad]``
-    array, the layout :func:`combine_frames` reads fastest. RecipeError naming the file
-    when an image does not have the size of the first one.
+    array, the layout :func:`combine_frames` reads fastest (11 full-size frames: 0.4 GB).
+    RecipeError naming the file when an image does not have the size of the first one,
+    or when the stack would exceed ``max_bytes``.
     """
     first_image, first_header = read_raw_ifu(paths[0], ifu)
     ny, nx = first_image.shape
+    need = len(paths) * ny * (nx + STACK_PAD) * 2
+    if need > max_bytes:
+        raise RecipeError(
+            f"{Path(paths[0]).name}...: {len(paths)} raw frames of {chan_name(ifu)} need {need / 1024**3:.1f} GB, "
+            f"more than the {max_bytes / 1024**3:.1f} GB allowed for one stack; combine fewer frames"
+        )
     stack = np.empty((len(paths), ny, nx + STACK_PAD), dtype=np.uint16)
     stack[0, :, :nx] = first_image
     del first_image
@@ -225,7 +243,9 @@ def _strips(ccd: RawCcd, q: Quadrant, ignore: int) -> tuple[np.ndarray, np.ndarr
     return vert, horiz
 
 
-def _clip_mean(values: np.ndarray, sigma: float, passes: int, centre_median: bool) -> tuple[float, float, np.ndarray]:
+def _clip_mean(
+    values: np.ndarray, sigma: float, passes: int, centre_median: bool
+) -> tuple[float, float, np.ndarray]:
     keep = np.ones(values.shape, dtype=bool)
     for _ in range(passes):
         v = values[keep]
@@ -282,8 +302,8 @@ def overscan_statistics(ccd: RawCcd, spec: OverscanSpec) -> tuple[np.ndarray, np
     """Mean and stdev (adu) of the overscan of each port, with ``ovscreject`` rejection.
 
     ``dcr``: 2.5σ clipping in 3 passes (about the median, then the mean of the kept
-    values), in boxes of 128 pixels along each strip (the DRS DCR box is 128×32); ``fit``: iterative constant fit clipped at
-    ``ovscsigma``; ``none``: plain mean and stdev.
+    values), in boxes of 128 pixels along each strip (the DRS DCR box is 128×32);
+    ``fit``: iterative constant fit clipped at ``ovscsigma``; ``none``: plain mean and stdev.
     """
     means = np.empty(len(ccd.quadrants))
     stdevs = np.empty(len(ccd.quadrants))
@@ -416,7 +436,7 @@ def overscan_correction(
 
 
 # --------------------------------------------------------------------------------------
-# Trimming, bias, gain, variance; combination in bounded row blocks
+# Trimming, bias, gain, variance; combination fused with them
 # --------------------------------------------------------------------------------------
 
 
@@ -430,8 +450,13 @@ def index_maps(quadrants: list[Quadrant]) -> tuple[np.ndarray, ...]:
     qindex = np.zeros((2, 2), dtype=np.int64)
     for i, q in enumerate(quadrants):
         rows, cols = q.trimmed
-        rowmap[rows] = np.arange(q.data[0].start, q.data[0].stop)
-        colmap[cols] = np.arange(q.data[1].start, q.data[1].stop)
+        raw_rows = np.arange(q.data[0].start, q.data[0].stop)
+        raw_cols = np.arange(q.data[1].start, q.data[1].stop)
+        # ports in one column (row) of the CCD must read the same raw columns (rows)
+        for target, index, values in ((rowmap, rows, raw_rows), (colmap, cols, raw_cols)):
+            if np.any((target[index] >= 0) & (target[index] != values)):
+                raise RecipeError(f"port {q.out}: data section does not line up with the other ports")
+            target[index] = values
         qrow[rows] = int(q.y_flip)
         qcol[cols] = int(q.x_flip)
         qindex[int(q.y_flip), int(q.x_flip)] = i
@@ -579,6 +604,39 @@ def combine_frames(
         method, nlow, nhigh, nkeep, lsigma, hsigma, _bias_arrays(bias, shape, first.where), static_dq,
     )  # fmt: skip
     return CcdImage(out[0], out[1], out[2], first.header.copy())
+
+
+# --------------------------------------------------------------------------------------
+# MASTER_BIAS as input of the later recipes
+# --------------------------------------------------------------------------------------
+
+
+def bias_reference(bias: CcdImage, quadrants: list[Quadrant], bias_path: Path, spec: OverscanSpec):
+    """Overscan levels ``(means, stdevs)`` per port recorded in a MASTER_BIAS, or None.
+
+    They are required for ``overscan=none`` (level check) and ``offset`` (shift).
+    """
+    means, stdevs = [], []
+    for q in quadrants:
+        key = f"ESO DRS MUSE OVSC{q.out} "
+        if key + "MEAN" not in bias.header or key + "STDEV" not in bias.header:
+            if spec.method in ("none", "offset"):
+                raise RecipeError(f"{bias_path}: MASTER_BIAS lacks {key}MEAN/STDEV needed by overscan={spec.method}")
+            return None
+        means.append(float(bias.header[key + "MEAN"]))
+        stdevs.append(float(bias.header[key + "STDEV"]))
+    return np.array(means), np.array(stdevs)
+
+
+def check_bias_overscan(bias_path: Path, params: Mapping) -> None:
+    """The MASTER_BIAS must have been made with the same ``overscan`` method (as the DRS checks)."""
+    recorded = recorded_params(read_primary_header(bias_path))
+    ours = str(params.get("overscan", "vpoly")).split(":")[0].strip().lower()
+    if "overscan" in recorded and recorded["overscan"].split(":")[0].strip().lower() != ours:
+        raise RecipeError(
+            f"{bias_path}: MASTER_BIAS was made with overscan={recorded['overscan']}, "
+            f"this recipe runs with overscan={params.get('overscan')}"
+        )
 
 
 # --------------------------------------------------------------------------------------

@@ -37,4 +37,5 @@ def _load_all() -> None:
     from . import dark  # noqa: F401
     from . import flat  # noqa: F401
     from . import wavecal  # noqa: F401
+    from . import lsf  # noqa: F401
     pass

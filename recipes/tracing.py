@@ -64,7 +64,7 @@ class Trace:
     right: np.ndarray
     mse: np.ndarray
     width: np.ndarray
-    samples: TraceSamples
+    samples: TraceSamples | None
 
     @property
     def nslice(self) -> int:
@@ -263,15 +263,32 @@ def trace_image(image: np.ndarray, nsum: int = 32, order: int = 5, edgefrac: flo
 def slice_mask(trace: Trace, shape: tuple[int, int]) -> np.ndarray:
     """Integer image (0-based) with the 1-based slice number inside each slice, 0 outside.
 
-    A pixel belongs to a slice when its centre lies between the traced edges.
+    A pixel belongs to a slice when its centre lies between the traced edges. Each slice
+    is filled within its own column band, so this stays cheap on a full CCD.
     """
     ny, nx = shape
     y1 = np.arange(ny) + 1.0
     left = trace.evaluate("left", y1)  # (nslice, ny), 1-based x
     right = trace.evaluate("right", y1)
-    x1 = np.arange(nx) + 1.0
     mask = np.zeros(shape, dtype=np.int16)
-    for s in range(trace.nslice):
+    for number, band in slice_bands(trace, shape):
+        s = number - 1
+        x1 = np.arange(band.start, band.stop) + 1.0
         inside = (x1[None, :] >= left[s][:, None]) & (x1[None, :] <= right[s][:, None])
-        mask[inside] = s + 1
+        mask[:, band][inside] = number
     return mask
+
+
+def slice_bands(trace: Trace, shape: tuple[int, int]) -> list[tuple[int, slice]]:
+    """(slice number, column band) of every slice: the columns :func:`slice_mask` may fill."""
+    ny, nx = shape
+    y1 = np.arange(ny) + 1.0
+    left = trace.evaluate("left", y1)
+    right = trace.evaluate("right", y1)
+    out = []
+    for s in range(trace.nslice):
+        lo = max(int(np.floor(left[s].min())) - 1, 0)
+        hi = min(int(np.ceil(right[s].max())) + 1, nx)
+        if hi > lo:
+            out.append((s + 1, slice(lo, hi)))
+    return out

@@ -12,8 +12,11 @@ Steps per slice (recipes.md §3.4):
    Gaussian fit passes the DRS limits;
 2. identify them with the lamp's catalogue lines by point-pattern matching: triplets of
    neighbouring detected lines and of catalogue lines with the same spacing ratio (within
-   ``tolerance``, an absolute difference of the ratios in [0, 1]) and a dispersion within 1.25 Å/px ± ``dres`` give candidate linear
-   solutions; the one matching most lines is refined by iterative polynomial fits;
+   ``tolerance``, an absolute difference of the ratios in [0, 1]) and a dispersion
+   within 1.25 Å/px ± ``dres`` give candidate linear solutions; the one matching most
+   lines is refined by iterative polynomial fits. No first guess of λ0 is used, so any
+   offset of the wavelength scale is found. A joint solution of all lamps then matches
+   every lamp's detections, also those of lamps with too few lines for pattern matching;
 3. fit each identified, unblended line of quality ≥ 2 column by column with a Gaussian
    (:func:`recipes.kernels.arclines.fit_lines_across`) and its centre y(x) with a
    polynomial of ``xorder``, rejecting beyond ``linesigma``;
@@ -32,7 +35,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 
 from .base import RecipeError
-from .kernels.arclines import FWHM_PER_SIGMA, NFIT, fit_lines_across, gauss_fit
+from .kernels.arclines import FWHM_PER_SIGMA, MIN_FLUX, NFIT, fit_lines_across, fit_peaks
 from .tracing import Trace, clipped_polyfit
 
 NOMINAL_DISPERSION = 1.25  # Å/px, kMuseSpectralSamplingA
@@ -75,7 +78,8 @@ class LineCatalog:
         ions = {i.lower() for i in LAMP_IONS[lamp]}
         sel = np.array([str(i).strip().lower() in ions for i in self.ion], dtype=bool)
         if not (sel & (self.quality >= 1)).any():
-            raise RecipeError(f"{where}: no usable lines (quality >= 1) for lamp {lamp} (ions {', '.join(LAMP_IONS[lamp])})")
+            ions = ", ".join(LAMP_IONS[lamp])
+            raise RecipeError(f"{where}: no usable lines (quality >= 1) for lamp {lamp} (ions {ions})")
         return LineCatalog(self.lam[sel], self.flux[sel], self.ion[sel], self.quality[sel])
 
     @property
@@ -85,11 +89,10 @@ class LineCatalog:
 
     def blended(self) -> np.ndarray:
         """Mask of lines with a neighbour within BLEND_DISTANCE brighter than BLEND_FLUX of them."""
-        out = np.zeros(self.lam.size, dtype=bool)
-        for k in range(self.lam.size):
-            near = (np.abs(self.lam - self.lam[k]) < BLEND_DISTANCE) & (self.flux > BLEND_FLUX * self.flux[k])
-            out[k] = near.sum() > 1
-        return out
+        near = np.abs(self.lam[:, None] - self.lam[None, :]) < BLEND_DISTANCE
+        bright = self.flux[None, :] > BLEND_FLUX * self.flux[:, None]
+        np.fill_diagonal(near, False)
+        return (near & bright).any(axis=1)
 
 
 @dataclass
@@ -213,10 +216,13 @@ def fit_2d(
     if not good.any():
         raise ValueError("no line positions to fit")
     sw = weights / np.median(weights[good])
+    full_terms = [(i, j) for i in range(xorder + 1) for j in range(yorder + 1)]
+    full_design = np.stack([u**i * v**j for i, j in full_terms], axis=1)
     best = None
     for cross in range(yorder + 1) if xorder > 0 else (0,):
-        terms = [(i, j) for i in range(xorder + 1) for j in range(yorder + 1) if i == 0 or j <= cross]
-        result = _clipped_fit(u, v, lam, sw, good, terms, fitsigma, max_iter)
+        terms = [(i, j) for i, j in full_terms if i == 0 or j <= cross]
+        columns = [full_terms.index(t) for t in terms]
+        result = _clipped_fit(full_design[:, columns], lam, sw, good, fitsigma, max_iter)
         if best is None or result[4] < best[4]:
             best = result + (terms,)
     coeffs, kept, rms, log, _, terms = best
@@ -228,26 +234,24 @@ def fit_2d(
 
 
 def _clipped_fit(
-    u: np.ndarray,
-    v: np.ndarray,
+    design: np.ndarray,
     lam: np.ndarray,
     sw: np.ndarray,
     good: np.ndarray,
-    terms: list[tuple[int, int]],
     fitsigma: float,
     max_iter: int,
 ) -> tuple[np.ndarray, np.ndarray, float, list, float]:
-    """One clipped fit with the given (I, J) terms: (coeffs, kept, rms, log, BIC)."""
-    design = np.stack([u**i * v**j for i, j in terms], axis=1)
+    """One clipped fit of the design columns (first column constant): (coeffs, kept, rms, log, BIC)."""
+    nterms = design.shape[1]
     kept = good.copy()
     lam_ref = float(np.median(lam[kept]))
     log = []
-    coeffs = np.zeros(len(terms))
+    coeffs = np.zeros(nterms)
     rms = np.nan
     resid = np.zeros_like(lam)
     for iteration in range(1, max_iter + 1):
-        if kept.sum() <= len(terms):
-            raise ValueError(f"{kept.sum()} line positions cannot fit {len(terms)} coefficients")
+        if kept.sum() <= nterms:
+            raise ValueError(f"{kept.sum()} line positions cannot fit {nterms} coefficients")
         coeffs = _weighted_lsq(design[kept], lam[kept] - lam_ref, sw[kept])
         coeffs[0] += lam_ref
         resid = lam - design @ coeffs
@@ -262,7 +266,7 @@ def _clipped_fit(
         kept = newkept
     n = int(kept.sum())
     rss = float(np.sum(sw[kept] * resid[kept] ** 2))
-    bic = n * np.log(max(rss, 1e-300) / n) + len(terms) * np.log(n)
+    bic = n * np.log(max(rss, 1e-300) / n) + nterms * np.log(n)
     return coeffs, kept, rms, log, bic
 
 
@@ -270,7 +274,9 @@ def _clipped_fit(
 # Detection and identification
 
 
-def centre_spectrum(image: np.ndarray, var: np.ndarray, trace: Trace, slice_index: int) -> tuple[np.ndarray, np.ndarray]:
+def centre_spectrum(
+    image: np.ndarray, var: np.ndarray, trace: Trace, slice_index: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Mean of CENTRE_COLUMNS columns around the slice centre, following the trace.
 
     Returns (spectrum, variance) along y (0-based rows).
@@ -302,14 +308,15 @@ def detect_lines(spec: np.ndarray, svar: np.ndarray, sigma: float) -> np.ndarray
     thresh = med + sigma * dev
     inner = sn[1:-1]
     peaks = np.flatnonzero((inner > thresh) & (inner >= sn[:-2]) & (inner > sn[2:]) & good[1:-1]) + 1
-    fits = []
-    for p in peaks:
-        res = gauss_fit(spec - background, svar, float(p), FIT_HALFWIN, SIGMA_GUESS)
-        if np.isfinite(res[0]):
-            fits.append(res)
-    if not fits:
+    # Peaks whose window holds less than half the DRS minimum line flux cannot pass the
+    # fit limits: skip them (with sigma = 1 most peaks are noise).
+    net = spec - background
+    window = np.convolve(np.nan_to_num(net), np.ones(2 * FIT_HALFWIN + 1), mode="same")
+    peaks = peaks[window[peaks] >= 0.5 * MIN_FLUX]
+    fits = fit_peaks(net, svar, peaks.astype(np.float64), FIT_HALFWIN, SIGMA_GUESS)
+    fits = fits[np.isfinite(fits[:, 0])]
+    if fits.shape[0] == 0:
         return np.zeros((0, NFIT))
-    fits = np.array(fits)
     fits = fits[np.argsort(fits[:, 0])]
     # Two peaks of one line converge on the same centre: keep the first of each group.
     keep = np.ones(len(fits), dtype=bool)
@@ -420,12 +427,14 @@ def identify(peaks: np.ndarray, cat: np.ndarray, params: WaveParams) -> tuple[np
 # Per-slice calibration
 
 
-def slice_columns(trace: Trace, slice_index: int, y1: float, nx: int) -> np.ndarray:
-    """0-based columns whose centres lie at least EDGE_MARGIN inside the slice at row y1."""
+def slice_columns(trace: Trace, slice_index: int, shape: tuple[int, int]) -> np.ndarray:
+    """0-based columns lying at least EDGE_MARGIN inside the slice at some row."""
+    ny, nx = shape
+    y1 = np.arange(1, ny + 1, dtype=np.float64)
     left = np.polynomial.polynomial.polyval(y1, trace.left[slice_index]) - 1.0
     right = np.polynomial.polynomial.polyval(y1, trace.right[slice_index]) - 1.0
-    lo = max(int(np.ceil(left + EDGE_MARGIN)), 0)
-    hi = min(int(np.floor(right - EDGE_MARGIN)), nx - 1)
+    lo = max(int(np.ceil(left.min() + EDGE_MARGIN)), 0)
+    hi = min(int(np.floor(right.max() - EDGE_MARGIN)), nx - 1)
     return np.arange(lo, hi + 1)
 
 
@@ -493,11 +502,18 @@ def calibrate_slice(
             continue
         lam_use = usable[match[use]]
         ycentre = det[use, 0]
-        # Columns at the slice's mid height; lines are fitted in every one of them.
-        cols = slice_columns(trace, slice_index, 0.5 * (image.shape[0] + 1), image.shape[1])
+        # Every column the slice covers at some height; each column fit is then kept only
+        # when it lies EDGE_MARGIN inside the slice at the line's own row (tilted slices).
+        cols = slice_columns(trace, slice_index, image.shape)
         xc0 = np.polynomial.polynomial.polyval(0.5 * (image.shape[0] + 1), trace.centre[slice_index]) - 1.0
         start = int(np.argmin(np.abs(cols - xc0)))
         fits = fit_lines_across(image, var, cols, start, ycentre, FIT_HALFWIN, SIGMA_GUESS)
+        yfit1 = fits[:, :, 0] + 1.0
+        with np.errstate(invalid="ignore"):
+            left1 = np.polynomial.polynomial.polyval(yfit1, trace.left[slice_index])
+            right1 = np.polynomial.polynomial.polyval(yfit1, trace.right[slice_index])
+            outside = (cols[None, :] + 1.0 < left1 + EDGE_MARGIN) | (cols[None, :] + 1.0 > right1 - EDGE_MARGIN)
+        fits[outside] = np.nan
         for li in range(fits.shape[0]):
             good = np.isfinite(fits[li, :, 0])
             if good.sum() < params.xorder + 3:

@@ -114,3 +114,13 @@ def test_single_ifu_drs_form_is_read(tmp_path):
     got = read_image_product(tmp_path / "MASTER_BIAS-04.fits", 4)
     np.testing.assert_array_equal(got.data, data)
     assert got.stat.sum() == 12
+
+
+def test_prefetch_is_a_harmless_hint(raw_file, tmp_path):
+    from recipes.io import prefetch_raw_ifu
+
+    path, images = raw_file
+    prefetch_raw_ifu(path, 7)
+    prefetch_raw_ifu(path, 1)  # no such extension: ignored
+    prefetch_raw_ifu(tmp_path / "missing.fits", 3)  # no such file: ignored
+    np.testing.assert_array_equal(read_raw_ifu(path, 7)[0], images[7][0])

@@ -198,3 +198,14 @@ def test_decode_kernel_matches_reference():
     assert list(out[0, :4]) == [0, 32767, 32768, 65535]
     native = values.astype("<i2")  # also accepts native-endian storage
     np.testing.assert_array_equal(decode_bzero16(native, np.empty_like(out)), out)
+
+
+def test_raw_stack_memory_bound(tmp_path):
+    paths = [write_raw(tmp_path / f"s{i}.fits", primary_header(index=i),
+                       {1: (make_raw_image(SMALL, ext_header(SMALL, 1), np.random.default_rng(i)), ext_header(SMALL, 1))})
+             for i in range(3)]
+    primaries = [primary_header(index=i) for i in range(3)]
+    ccds = load_raw_stack(paths, 1, primaries)
+    assert ccds[2].image.base is ccds[0].image.base and ccds[0].image.base.shape[0] == 3
+    with pytest.raises(RecipeError, match="3 raw frames of CHAN01 need"):
+        load_raw_stack(paths, 1, primaries, max_bytes=100_000)

@@ -8,7 +8,7 @@ from astropy.io import fits
 
 from recipes.base import RecipeError
 from recipes.instrument import (
-    FULL_DETECTOR, GEO_SLICE_SKY, DetectorFormat, LayoutParams, detector_geometry,
+    FULL_DETECTOR, GEO_SLICE_SKY, DetectorFormat, detector_geometry,
     make_ifu_layout, polyval_y, raw_shape, slice_field_centre, trim, trimmed_shape,
 )
 from musered.simulate.profiles import FULL, MINI

@@ -7,7 +7,7 @@ import pytest
 from scipy.special import erf
 from scipy.stats import norm
 
-from recipes.kernels.trace import edge_walk, find_edge, find_edge_reference
+from recipes.kernels.trace import edge_blur, edge_walk, find_edge, find_edge_reference
 
 
 def integrated_step(x: np.ndarray, edge: float, sigma: float) -> np.ndarray:
@@ -106,3 +106,11 @@ def test_flagged_pixel_on_the_edge_uses_the_typical_blur() -> None:
         slow = find_edge_reference(prof, left + 0.3, True, 0.0, 8, 0.6)
         assert fast == pytest.approx(left, abs=0.01)
         assert fast == pytest.approx(slow, abs=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [0.5, 0.8, 1.1])
+def test_edge_blur_measures_the_blur(sigma: float) -> None:
+    x = np.arange(150.0)
+    prof = slice_profile(x, 40.3, 115.7, sigma)
+    assert edge_blur(prof, 40.0, True, 8) == pytest.approx(sigma, abs=0.01)
+    assert edge_blur(prof, 116.0, False, 8) == pytest.approx(sigma, abs=0.01)

@@ -8,9 +8,6 @@ rays).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import numpy as np
 
 from recipes.instrument import (
@@ -32,15 +29,6 @@ TWILIGHT_PEAK_RATE = 1200.0
 ARC_PEAK_LINE = 60000.0  # e- in the brightest line of each lamp per pixel along x
 COSMIC_RATE = 0.02  # events per second per million pixels
 LAMBDA_STEP = 0.5  # Å, sampling of the continuum spectra handed to the kernel
-
-
-@dataclass
-class FrameTruth:
-    """Per-frame facts recorded in the truth JSON."""
-
-    bias_level: list  # [ifu][port] frame level (adu) at the first port row
-    bias_mean: list  # [ifu][port] expected mean raw level over the data region (adu)
-    cosmics: list  # rows (ifu, y, x, electrons) 1-based trimmed coordinates
 
 
 class Simulator:
@@ -68,6 +56,7 @@ class Simulator:
         lo, hi = profile.lambda_range
         self.lam = np.arange(lo - 60.0, hi + 60.0, LAMBDA_STEP)
         self._qe: dict[int, np.ndarray] = {}
+        self._bias2d: dict[tuple, np.ndarray] = {}
         #: rms (adu) of the frame-to-frame bias level drift (the overscan tracks it)
         self.bias_drift = 0.3
         self.geometry = detector_geometry(self.ext_geometry_header(), "simulator")
@@ -80,13 +69,16 @@ class Simulator:
         h["NAXIS1"], h["NAXIS2"] = fmt.raw_shape[1], fmt.raw_shape[0]
         return h
 
+    def _bias_structure(self, amplitude: float, shape: tuple[int, int]) -> np.ndarray:
+        key = (amplitude, shape)
+        if key not in self._bias2d:
+            self._bias2d[key] = bias_structure(amplitude, shape)
+        return self._bias2d[key]
+
     def qe(self, ifu: int) -> np.ndarray:
         if ifu not in self._qe:
             self._qe[ifu] = qe_map(self.ccds[ifu - 1], self.trimmed_shape)
         return self._qe[ifu]
-
-    def drop_cache(self) -> None:
-        self._qe.clear()
 
     # ---------------------------------------------------------------- light
     def _spectra(self, frame: FramePlan):
@@ -197,6 +189,8 @@ class Simulator:
                              float(self.lam[0]), LAMBDA_STEP, np.ascontiguousarray(cspec[keep]),
                              np.ascontiguousarray(cmaps[keep]), ll, lf, lg, lmaps)
         st = self.ccds[ifu - 1]
+        if frame.exptime <= 0 and frame.kind == "BIAS":
+            return img  # no light, no dark: skip the QE map
         if frame.exptime > 0:
             img += np.float32(st.dark_current * frame.exptime / 3600.0)
             hp = st.hot_pixels
@@ -231,7 +225,7 @@ class Simulator:
         for p, q in enumerate(self.geometry):
             block, r_off, c_off = port_block(q)
             level = float(st.bias_level[p] + rng.normal(0, 1.0) * self.bias_drift)
-            bias2d = bias_structure(st.bias_pattern, (q.ny, q.nx))
+            bias2d = self._bias_structure(st.bias_pattern, (q.ny, q.nx))
             key = (self.seed * 1000003 + frame_index * 1009 + ifu * 17 + p) % (2**63)
             digitise_block(raw[block], img[q.trimmed], bias2d, r_off, c_off, level,
                            float(st.bias_gradient[p]),

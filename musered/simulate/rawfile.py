@@ -18,10 +18,11 @@ from astropy.io import fits
 from .plan import PARANAL_ELEV, PARANAL_LAT, PARANAL_LON, FramePlan, date_obs_string, lst_seconds, mjd
 from .profiles import Profile
 
-#: Lamp number, lamp name and the DRS lamp it stands for ([choice]: only CU-LAMP3 = Ne was
-#: verified with the DRS; see docs/simulator.md).
+#: Lamp number, lamp name and what it emits. The DRS 2.8.7 binary knows CU-LAMP3 and
+#: CU-LAMP6 (two Ne lamps), CU-LAMP4 (Xe) and CU-LAMP5 (HgCd); its wavecal run on our
+#: frames identified all three lamps with these names (docs/simulator.md).
 LAMPS = [(1, "CU-LAMP1", "cont"), (2, "CU-LAMP2", "cont"), (3, "CU-LAMP3", "Ne"),
-         (4, "CU-LAMP4", "Xe"), (5, "CU-LAMP6", "HgCd")]
+         (4, "CU-LAMP4", "Xe"), (5, "CU-LAMP5", "HgCd")]
 
 BLOCK = 2880
 

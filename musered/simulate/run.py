@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +18,6 @@ from .plan import FramePlan, Target, lst_seconds, night_plan
 from .profiles import get_profile
 from .rawfile import extension_header, primary_header, write_raw
 from .skycube import scene_cube
-
-logger = logging.getLogger("musered.simulate")
 
 DEFAULT_START = dt.date(2024, 3, 10)
 

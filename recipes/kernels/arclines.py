@@ -250,6 +250,15 @@ def fit_lines_across(
     return out
 
 
+@njit(cache=True, parallel=True)
+def fit_peaks(data: np.ndarray, var: np.ndarray, guesses: np.ndarray, halfwin: int, sigma0: float) -> np.ndarray:
+    """:func:`gauss_fit` of every guess in a 1-D spectrum: array (n, NFIT), NaN = rejected."""
+    out = np.full((guesses.shape[0], NFIT), np.nan)
+    for k in prange(guesses.shape[0]):
+        out[k] = gauss_fit(data, var, guesses[k], halfwin, sigma0)
+    return out
+
+
 # --------------------------------------------------------------------------------------
 # numpy reference (readable, slow) used by the tests to check the kernels.
 

@@ -177,7 +177,9 @@ def decode_bzero16(stored: np.ndarray, out: np.ndarray) -> np.ndarray:
     ``do_not_scale_image_data=True``); the bytes are swapped and the sign bit flipped in
     one parallel pass. Twin: :func:`decode_bzero16_reference`.
     """
-    _decode_kernel(stored.view(np.uint16) if stored.dtype.byteorder in (">",) else stored.byteswap().view(np.uint16), out)
+    # the kernel swaps bytes, so hand it the big-endian bytes seen as native uint16
+    swapped = stored.view(np.uint16) if stored.dtype.byteorder == ">" else stored.byteswap().view(np.uint16)
+    _decode_kernel(swapped, out)
     return out
 
 

@@ -10,9 +10,11 @@ the slice does not bias the edge) and ``B = 0`` as in the DRS definition ("edgef
 the plateau": bias-subtracted lamp flats have dark gaps, whose light is the wings of the
 two edges). The profile is normalised to the step ``S = p / L``; a coarse 50 % crossing
 (linear interpolation) is refined by a least-squares fit of a pixel-integrated
-Gaussian-blurred step (edge and blur width free) to the pixels around it, stopping before the gap's lowest pixel so that a narrow gap does
-not let the neighbouring slice in. Linear or cubic interpolation of the crossing alone is
-biased by up to 0.04 px for sharp or wide blurs. For ``edgefrac`` other than 0.5 the edge
+Gaussian-blurred step (edge and blur width free) to the pixels around it, stopping
+before the gap's lowest pixel so that a narrow gap does not let the neighbouring slice
+in. Linear or cubic interpolation of the crossing alone is biased by up to 0.04 px for
+sharp or wide blurs. A flagged (NaN) pixel drops out of the fit; next to the crossing it
+would leave the blur width degenerate, so there the blur is fixed to the typical one. For ``edgefrac`` other than 0.5 the edge
 is ``e ± s * z(edgefrac)`` with the fitted blur width ``s``.
 
 ``edge_walk`` follows each slice from the central cut to the top and bottom cuts, using

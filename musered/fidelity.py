@@ -1,0 +1,127 @@
+"""How close reduced products come to the simulator's truth: the demo's closing table.
+
+Each check reads products from the database and the truth written by ``musered simulate``
+and returns :class:`Fidelity` rows (quantity, measured, goal, whether it is met). A check
+whose products do not exist yet returns no row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from sqlalchemy import select
+
+from .db import Database, Reduced
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    quantity: str
+    measured: str
+    goal: str
+    ok: bool
+
+
+def _products(database: Database, tag: str) -> list[Path]:
+    with database.session() as session:
+        rows = session.scalars(select(Reduced).where(Reduced.PRO_CATG == tag, Reduced.status == "ok")).all()
+    return [Path(row.path) for row in rows if Path(row.path).is_file()]
+
+
+def bias_levels(database: Database, truth) -> list[Fidelity]:
+    """Master-bias raw level per output (QC BIAS LEVELn MEAN) vs the injected mean level of
+    the input frames' data regions, in ADU."""
+    products = _products(database, "MASTER_BIAS")
+    if not products:
+        return []
+    differences = []
+    for path in products:
+        with fits.open(path) as hdul:
+            inputs = [hdul[0].header.get(f"ESO PRO REC1 RAW{i} NAME") for i in range(1, 100)]
+            inputs = [name for name in inputs if name]
+            for hdu in hdul[1:]:
+                extname = hdu.header.get("EXTNAME", "")
+                if not extname.endswith(".DATA"):
+                    continue
+                ifu = int(extname[4:6])
+                for port in range(1, 5):
+                    measured = hdu.header.get(f"ESO QC BIAS LEVEL{port} MEAN")
+                    injected = [truth.frames[name]["bias_mean"][ifu - 1][port - 1]
+                                for name in inputs if name in truth.frames]
+                    if measured is not None and injected:
+                        differences.append(abs(measured - float(np.mean(injected))))
+    if not differences:
+        return []
+    worst = max(differences)
+    return [Fidelity("master bias level per output", f"max |Δ| {worst:.3f} ADU", "< 0.1 ADU", worst < 0.1)]
+
+
+def _ifus(path: Path) -> list[int]:
+    with fits.open(path) as hdul:
+        return sorted({int(hdu.name[4:6]) for hdu in hdul[1:] if hdu.name.startswith("CHAN")})
+
+
+def trace_edges(database: Database, truth) -> list[Fidelity]:
+    """TRACE_TABLE slice edges and centres vs the injected ones, in pixels, every row."""
+    from recipes.instrument import polyval_y
+    from recipes.io import read_table_product
+
+    products = _products(database, "TRACE_TABLE")
+    if not products:
+        return []
+    ny = truth.data["trimmed_shape"][0]
+    y = np.arange(1, ny + 1, dtype=float)
+    errors = []
+    for path in products:
+        for ifu in _ifus(path):
+            table, _ = read_table_product(path, ifu)
+            for s, geometry in enumerate(truth.slices(ifu)):
+                for k, name in ((0, "centre"), (1, "left"), (2, "right")):
+                    fitted = polyval_y([table[f"tc{k}_{j:02d}"][s] for j in range(6)], y)
+                    errors.append(fitted - polyval_y(getattr(geometry, name), y))
+    errors = np.concatenate(errors)
+    rms, worst = float(np.sqrt(np.mean(errors**2))), float(np.abs(errors).max())
+    return [Fidelity("trace edges and centres", f"RMS {rms:.4f}, max {worst:.3f} px",
+                     "< 0.02 / 0.05 px", rms < 0.02 and worst < 0.05)]
+
+
+def wavelengths(database: Database, truth) -> list[Fidelity]:
+    """WAVECAL_TABLE λ(x, y) vs the injected solution over every pixel inside the slices, in Å."""
+    from recipes.instrument import polyval_y, wavecal_eval
+    from recipes.io import read_table_product
+
+    products = _products(database, "WAVECAL_TABLE")
+    if not products:
+        return []
+    ny, nx = truth.data["trimmed_shape"]
+    y = np.arange(1, ny + 1, dtype=float)[:, None]
+    x = np.arange(1, nx + 1, dtype=float)[None, :]
+    errors = []
+    for path in products:
+        for ifu in _ifus(path):
+            table, _ = read_table_product(path, ifu)
+            for s, geometry in enumerate(truth.slices(ifu)):
+                inside = (x >= polyval_y(geometry.left, y) + 0.5) & (x <= polyval_y(geometry.right, y) - 0.5)
+                yy = np.broadcast_to(y, inside.shape)[inside]
+                xx = np.broadcast_to(x, inside.shape)[inside]
+                fitted = np.array([[table[f"wlc{i}{j}"][s] for j in range(7)] for i in range(3)])
+                errors.append(wavecal_eval(fitted, xx, yy) - wavecal_eval(geometry.wlc, xx, yy))
+    errors = np.concatenate(errors)
+    rms, worst = float(np.sqrt(np.mean(errors**2))), float(np.abs(errors).max())
+    return [Fidelity("wavelength solution", f"RMS {rms:.4f}, max {worst:.3f} Å",
+                     "< 0.01 / 0.05 Å", rms < 0.01 and worst < 0.05)]
+
+
+CHECKS: tuple[Callable[[Database, object], list[Fidelity]], ...] = (bias_levels, trace_edges, wavelengths)
+
+
+def fidelity_table(database: Database, truth) -> list[Fidelity]:
+    """Every check that has products to look at, in pipeline order."""
+    rows: list[Fidelity] = []
+    for check in CHECKS:
+        rows.extend(check(database, truth))
+    return rows
