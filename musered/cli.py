@@ -118,3 +118,5 @@ from .commands.process_calib import command as process_calib_command  # noqa: E4
 cli.add_command(process_calib_command)
 from .commands.demo import command as demo_command  # noqa: E402
 cli.add_command(demo_command)
+from .commands.process_exp import command as process_exp_command  # noqa: E402
+cli.add_command(process_exp_command)

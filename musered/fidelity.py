@@ -116,7 +116,40 @@ def wavelengths(database: Database, truth) -> list[Fidelity]:
                      "< 0.01 / 0.05 Å", rms < 0.01 and worst < 0.05)]
 
 
-CHECKS: tuple[Callable[[Database, object], list[Fidelity]], ...] = (bias_levels, trace_edges, wavelengths)
+def lsf_widths(database: Database, truth) -> list[Fidelity]:
+    """LSF_PROFILE FWHM vs the injected LSF (widened by the pixel, as the profile records
+    it) at 5 wavelengths of every slice, and the profile integrals."""
+    from recipes.lsfmodel import box_gauss_fwhm, evaluate_lsf, profile_fwhm, read_lsf_profile
+
+    products = _products(database, "LSF_PROFILE")
+    if not products:
+        return []
+    ny = truth.data["trimmed_shape"][0]
+    lo, hi = truth.data["lambda_range"]
+    wavelengths = np.linspace(lo + 0.15 * (hi - lo), hi - 0.15 * (hi - lo), 5)
+    rows = np.arange(1.0, ny + 1.0)
+    deviations, integrals = [], []
+    for path in products:
+        profile = read_lsf_profile(path)
+        for ifu, cube in profile.items():
+            for geometry in truth.slices(ifu):
+                centre_x = np.polynomial.polynomial.polyval(ny / 2, geometry.centre)
+                for lam in wavelengths:
+                    y = np.interp(lam, geometry.wavelength(centre_x, rows), rows)
+                    width = float(geometry.wavelength(centre_x, y + 0.5) - geometry.wavelength(centre_x, y - 0.5))
+                    expected = box_gauss_fwhm(float(geometry.lsf_fwhm(lam)), width)
+                    values = evaluate_lsf(profile, ifu, geometry.slice_ccd, lam, cube.grid.dlam)
+                    deviations.append(abs(profile_fwhm(cube.grid.dlam, values) / expected - 1))
+                    integrals.append(float(np.trapezoid(values, cube.grid.dlam)))
+    worst = max(deviations)
+    worst_integral = max(abs(value - 1) for value in integrals)
+    return [
+        Fidelity("LSF FWHM at 5 wavelengths", f"max {100 * worst:.2f} %", "< 2 %", worst < 0.02),
+        Fidelity("LSF profile integral", f"1 ± {worst_integral:.4f}", "1 ± 0.01", worst_integral < 0.01),
+    ]
+
+
+CHECKS: tuple[Callable[[Database, object], list[Fidelity]], ...] = (bias_levels, trace_edges, wavelengths, lsf_widths)
 
 
 def fidelity_table(database: Database, truth) -> list[Fidelity]:

@@ -38,4 +38,7 @@ def _load_all() -> None:
     from . import flat  # noqa: F401
     from . import wavecal  # noqa: F401
     from . import lsf  # noqa: F401
+    from . import scibasic  # noqa: F401
+    from . import twilight  # noqa: F401
+    from . import make_cube  # noqa: F401
     pass

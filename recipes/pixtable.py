@@ -1,0 +1,493 @@
+"""MUSE pixel tables (PIXTABLE_OBJECT/STD/SKY/REDUCED/POSITIONED/COMBINED; recipes.md §4.6).
+
+A pixel table holds one row per CCD pixel as typed numpy columns:
+
+========  ========  ====================================================================
+column    dtype     meaning
+========  ========  ====================================================================
+xpos      float32   x in the field: ``pix`` (scibasic), ``rad`` (projected), ``deg`` (positioned)
+ypos      float32   y in the field, same unit as xpos
+lambda    float32   air wavelength of the pixel centre [Angstrom]
+data      float32   value (``count`` or ``10**(-20)*erg/s/cm**2/Angstrom``)
+dq        int32     Euro3D flags (0 = good)
+stat      float32   variance of ``data``
+origin    uint32    bit-packed CCD origin (:func:`pack_origin`); written as int32 like the DRS
+weight    float32   optional exposure weight (after combination)
+========  ========  ====================================================================
+
+Coordinate conventions (as the DRS and mpdaf read them, ``ESO DRS MUSE PIXTABLE WCS``):
+
+* pixel units (no WCS key, xpos unit ``pix``): field pixels (geometry-table units), no
+  celestial reference;
+* ``projected (intermediate)``: xpos = native longitude φ [rad], ypos = θ − π/2 [rad] of the
+  gnomonic (TAN) projection about the header ``RA``/``DEC`` (deg), φp = 180°;
+* ``positioned (final)``: xpos = RA − CRVAL1, ypos = DEC − CRVAL2 [deg] (a plain RA
+  difference, not multiplied by cos δ), CRVAL1/2 in the primary header.
+
+Storage: one IMAGE extension per column (shape NAXIS1=1, NAXIS2=nrows, EXTNAME = column
+name) after a header-only primary HDU, as the DRS writes it; a binary-table layout (one
+BINTABLE extension with these columns) is read too and written on request. An optional
+``PIXTABLE_FLAT_FIELD`` bintable (``lambda``, ``data``) is carried along unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from .base import RecipeError
+from .io import STRUCTURAL_KEYS, hkey
+
+#: Column name -> numpy dtype in memory (``origin`` is written as int32 like the DRS).
+COLUMN_DTYPES: dict[str, np.dtype] = {
+    "xpos": np.dtype(np.float32),
+    "ypos": np.dtype(np.float32),
+    "lambda": np.dtype(np.float32),
+    "data": np.dtype(np.float32),
+    "dq": np.dtype(np.int32),
+    "stat": np.dtype(np.float32),
+    "origin": np.dtype(np.uint32),
+    "weight": np.dtype(np.float32),
+}
+REQUIRED_COLUMNS = ("xpos", "ypos", "lambda", "data", "dq", "stat", "origin")
+FLAT_FIELD_EXTNAME = "PIXTABLE_FLAT_FIELD"
+
+#: Bit layout of ``origin`` (muse_pixtable.h): slice in bits 0-5, IFU in bits 6-10,
+#: 1-based CCD y in bits 11-23, x − XOFFSET(slice) in bits 24-31.
+MUSE_ORIGIN_SHIFT_IFU = 6
+MUSE_ORIGIN_SHIFT_YPIX = 11
+MUSE_ORIGIN_SHIFT_XSLICE = 24
+_SLICE_MASK = 0x3F
+_IFU_MASK = 0x1F
+_YPIX_MASK = 0x1FFF
+_XSLICE_MASK = 0xFF
+
+PIXTABLE_KEY = "ESO DRS MUSE PIXTABLE"
+WCS_PIXEL = "pixel"
+WCS_PROJECTED = "projected"
+WCS_POSITIONED = "positioned"
+#: Values of ``ESO DRS MUSE PIXTABLE WCS`` (muse_pixtable.h); pixel-unit tables carry no
+#: such key, their state follows from the ``pix`` unit of xpos.
+WCS_KEYWORD_VALUES = {
+    WCS_PROJECTED: "projected (intermediate)",
+    WCS_POSITIONED: "positioned (final)",
+}
+_POSITION_UNITS = {WCS_PIXEL: "pix", WCS_PROJECTED: "rad", WCS_POSITIONED: "deg"}
+
+
+def pkey(*parts: object) -> str:
+    """``pkey("LIMITS", "X", "LOW")`` -> ``"ESO DRS MUSE PIXTABLE LIMITS X LOW"``."""
+    return " ".join((PIXTABLE_KEY, *(str(p) for p in parts)))
+
+
+def xoffset_key(ifu: int, slice_: int, exp: int = 0) -> str:
+    """Header key of the per-slice x offset used by the origin column (DRS spelling)."""
+    return pkey(f"EXP{exp}", f"IFU{ifu:02d}", f"SLICE{slice_:02d}", "XOFFSET")
+
+
+# --------------------------------------------------------------------------------------
+# origin bit packing
+# --------------------------------------------------------------------------------------
+
+
+def pack_origin(ifu, slice_, x, y, xoffset) -> np.ndarray:
+    """Pack 1-based (IFU, slice, CCD x, CCD y) into the DRS origin word (uint32).
+
+    ``x`` and ``y`` are 1-based trimmed-CCD pixel coordinates; ``xoffset`` is the slice's
+    x offset (``x − xoffset`` must fit 0..255; the DRS uses the slice's leftmost pixel − 1).
+    ValueError when a field does not fit its bits.
+    """
+    ifu = np.asarray(ifu, dtype=np.int64)
+    slice_ = np.asarray(slice_, dtype=np.int64)
+    y = np.asarray(y, dtype=np.int64)
+    xs = np.asarray(x, dtype=np.int64) - np.asarray(xoffset, dtype=np.int64)
+    for name, value, mask, low in (
+        ("slice", slice_, _SLICE_MASK, 1),
+        ("IFU", ifu, _IFU_MASK, 1),
+        ("y", y, _YPIX_MASK, 1),
+        ("x - xoffset", xs, _XSLICE_MASK, 0),
+    ):
+        if value.size and (value.min() < low or value.max() > mask):
+            raise ValueError(f"origin field {name} outside {low}..{mask}")
+    packed = (
+        (xs << MUSE_ORIGIN_SHIFT_XSLICE)
+        | (y << MUSE_ORIGIN_SHIFT_YPIX)
+        | (ifu << MUSE_ORIGIN_SHIFT_IFU)
+        | slice_
+    )
+    return packed.astype(np.uint32)
+
+
+def unpack_origin(origin) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(ifu, slice, xslice, y)`` from origin words; CCD x = xslice + XOFFSET(ifu, slice).
+
+    Accepts the int32 values read from a DRS file (negative when bit 31 is set).
+    """
+    o = np.asarray(origin).astype(np.int64) & 0xFFFFFFFF
+    ifu = ((o >> MUSE_ORIGIN_SHIFT_IFU) & _IFU_MASK).astype(np.int32)
+    slice_ = (o & _SLICE_MASK).astype(np.int32)
+    y = ((o >> MUSE_ORIGIN_SHIFT_YPIX) & _YPIX_MASK).astype(np.int32)
+    xs = ((o >> MUSE_ORIGIN_SHIFT_XSLICE) & _XSLICE_MASK).astype(np.int32)
+    return ifu, slice_, xs, y
+
+
+def origin_to_ccd(origin, header: fits.Header, exp: int = 0) -> tuple[np.ndarray, ...]:
+    """``(ifu, slice, x, y)`` 1-based CCD coordinates, x via the header XOFFSET keys.
+
+    RecipeError when a needed ``... EXPe IFUnn SLICEmm XOFFSET`` key is missing.
+    """
+    ifu, slice_, xs, y = unpack_origin(origin)
+    table = np.zeros((32, 64), dtype=np.int32)
+    pairs = np.unique(ifu.astype(np.int64) * 64 + slice_) if ifu.size else np.zeros(0, np.int64)
+    for pair in pairs:
+        i, s = divmod(int(pair), 64)
+        key = xoffset_key(i, s, exp)
+        if key not in header:
+            raise RecipeError(f"pixel table header lacks {key}")
+        table[i, s] = int(header[key])
+    return ifu, slice_, xs + table[ifu, slice_], y
+
+
+# --------------------------------------------------------------------------------------
+# the table
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class PixTable:
+    """A pixel table: primary ``header`` plus typed numpy ``columns`` of equal length.
+
+    Column access: ``pt.xpos``, ``pt.ypos``, ``pt.lam`` (the ``lambda`` column), ``pt.data``,
+    ``pt.dq``, ``pt.stat``, ``pt.origin``, ``pt.weight`` (None when absent).
+    """
+
+    header: fits.Header
+    columns: dict[str, np.ndarray]
+    flat_field: Table | None = None
+    units: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [c for c in REQUIRED_COLUMNS if c not in self.columns]
+        if missing:
+            raise RecipeError(f"pixel table lacks column(s) {', '.join(missing)}")
+        n = None
+        for name in list(self.columns):
+            if name not in COLUMN_DTYPES:
+                continue
+            col = np.asarray(self.columns[name]).reshape(-1)
+            want = COLUMN_DTYPES[name]
+            if name == "origin" and col.dtype != want:
+                col = col.astype(np.int64).astype(want) if col.dtype.kind == "i" else col.astype(want)
+            elif col.dtype != want:
+                col = col.astype(want)
+            if not col.dtype.isnative:
+                col = col.astype(want.newbyteorder("="))
+            self.columns[name] = col
+            if n is None:
+                n = col.size
+            elif col.size != n:
+                raise RecipeError(f"pixel table column {name} has {col.size} rows, expected {n}")
+
+    # -- columns -------------------------------------------------------------------
+    @property
+    def nrows(self) -> int:
+        return int(self.columns["xpos"].size)
+
+    @property
+    def xpos(self) -> np.ndarray:
+        return self.columns["xpos"]
+
+    @property
+    def ypos(self) -> np.ndarray:
+        return self.columns["ypos"]
+
+    @property
+    def lam(self) -> np.ndarray:
+        return self.columns["lambda"]
+
+    @property
+    def data(self) -> np.ndarray:
+        return self.columns["data"]
+
+    @property
+    def dq(self) -> np.ndarray:
+        return self.columns["dq"]
+
+    @property
+    def stat(self) -> np.ndarray:
+        return self.columns["stat"]
+
+    @property
+    def origin(self) -> np.ndarray:
+        return self.columns["origin"]
+
+    @property
+    def weight(self) -> np.ndarray | None:
+        return self.columns.get("weight")
+
+    # -- coordinate state ------------------------------------------------------------
+    @property
+    def wcs_state(self) -> str:
+        """``pixel``, ``projected`` or ``positioned`` (header WCS key, else the xpos unit)."""
+        value = str(self.header.get(pkey("WCS"), "")).strip().lower()
+        for state in (WCS_POSITIONED, WCS_PROJECTED, WCS_PIXEL):
+            if value.startswith(state):
+                return state
+        unit = self.units.get("xpos", "pix").strip().lower()
+        return {"rad": WCS_PROJECTED, "deg": WCS_POSITIONED}.get(unit, WCS_PIXEL)
+
+    def reference(self) -> tuple[float, float]:
+        """Celestial reference (deg): ``RA``/``DEC`` when projected, ``CRVAL1/2`` when positioned."""
+        state = self.wcs_state
+        keys = {WCS_PROJECTED: ("RA", "DEC"), WCS_POSITIONED: ("CRVAL1", "CRVAL2")}.get(state)
+        if keys is None:
+            raise RecipeError("pixel table is in pixel units and has no celestial reference")
+        try:
+            return float(self.header[keys[0]]), float(self.header[keys[1]])
+        except (KeyError, TypeError, ValueError):
+            raise RecipeError(f"{state} pixel table header lacks a numeric {keys[0]}/{keys[1]}") from None
+
+    def celestial(self, rows: np.ndarray | slice | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Absolute (RA, Dec) in degrees (float64) of the rows (all by default)."""
+        sel = slice(None) if rows is None else rows
+        x = self.xpos[sel].astype(np.float64)
+        y = self.ypos[sel].astype(np.float64)
+        ra0, dec0 = self.reference()
+        if self.wcs_state == WCS_POSITIONED:
+            return ra0 + x, dec0 + y
+        return native_to_celestial(x, y, ra0, dec0)
+
+    # -- selection and limits ----------------------------------------------------------
+    def select(self, mask_or_index) -> PixTable:
+        """A new table with the selected rows (boolean mask or index array)."""
+        cols = {name: col[mask_or_index] for name, col in self.columns.items()}
+        out = PixTable(self.header.copy(), cols, self.flat_field, dict(self.units))
+        out.update_limits()
+        return out
+
+    def cut_lambda(self, lmin: float, lmax: float, inplace: bool = False) -> PixTable:
+        """Rows with ``lmin <= lambda <= lmax`` [Angstrom] (the table itself if nothing is cut).
+
+        ``inplace`` replaces the columns one at a time, so that a large table needs memory
+        for one extra column instead of a second table.
+        """
+        keep = (self.lam >= lmin) & (self.lam <= lmax)
+        if keep.all():
+            return self
+        if not inplace:
+            return self.select(keep)
+        for name in list(self.columns):
+            self.columns[name] = self.columns[name][keep]
+        self.update_limits()
+        return self
+
+    def update_limits(self) -> None:
+        """Refresh the ``... LIMITS {X,Y,LAMBDA,IFU,SLICE} {LOW,HIGH}`` header keys."""
+        if self.nrows == 0:
+            return
+        ifu, slice_, _, _ = unpack_origin(self.origin)
+        for name, col in (("X", self.xpos), ("Y", self.ypos), ("LAMBDA", self.lam), ("IFU", ifu), ("SLICE", slice_)):
+            low, high = col.min(), col.max()
+            cast = int if name in ("IFU", "SLICE") else float
+            self.header[hkey(pkey("LIMITS", name, "LOW"))] = cast(low)
+            self.header[hkey(pkey("LIMITS", name, "HIGH"))] = cast(high)
+
+    # -- I/O ------------------------------------------------------------------------
+    def write(self, path: Path, as_table: bool = False) -> Path:
+        """Write the DRS layout (one image extension per column) or a binary table.
+
+        A header without ``ESO DRS MUSE PIXTABLE TYPE`` gets ``GEOFULL`` (the DRS needs it).
+        """
+        path = Path(path)
+        self.update_limits()
+        if pkey("TYPE") not in self.header:  # the DRS refuses tables without it
+            self.header[hkey(pkey("TYPE"))] = ("GEOFULL", "type of pixel table")
+        units = self.default_units()
+        primary = fits.PrimaryHDU(header=_clean(self.header))
+        hdus: list[fits.hdu.base._BaseHDU] = [primary]
+        names = [c for c in (*REQUIRED_COLUMNS, "weight") if c in self.columns]
+        if as_table:
+            cols = [
+                fits.Column(name=n, format=_TFORM[n], unit=units.get(n), array=_disk(n, self.columns[n]))
+                for n in names
+            ]
+            hdus.append(fits.BinTableHDU.from_columns(cols))
+        else:
+            for n in names:
+                hdu = fits.ImageHDU(_disk(n, self.columns[n]).reshape(-1, 1))
+                hdu.header["EXTNAME"] = n  # lower case, as the DRS writes it
+                if units.get(n):
+                    hdu.header["BUNIT"] = units[n]
+                hdus.append(hdu)
+        if self.flat_field is not None:
+            hdus.append(fits.BinTableHDU(self.flat_field, name=FLAT_FIELD_EXTNAME))
+        fits.HDUList(hdus).writeto(path, overwrite=True, output_verify="silentfix")
+        return path
+
+    def default_units(self) -> dict[str, str]:
+        units = {
+            "xpos": _POSITION_UNITS[self.wcs_state],
+            "ypos": _POSITION_UNITS[self.wcs_state],
+            "lambda": "Angstrom",
+            "data": "count",
+            "stat": "count**2",
+        }
+        units.update({k: v for k, v in self.units.items() if v})
+        return units
+
+    @classmethod
+    def read(cls, path: Path, columns: Iterable[str] | None = None) -> PixTable:
+        """Read a pixel table written as image extensions or as a binary table.
+
+        ``columns`` restricts the optional columns read (the required ones are always read).
+        RecipeError naming the file for a missing file, missing column or corrupt data.
+        """
+        path = Path(path)
+        if not path.exists():
+            raise RecipeError(f"{path}: file does not exist")
+        wanted = set(REQUIRED_COLUMNS) | set(columns or ("weight",))
+        try:
+            with fits.open(path, memmap=True, lazy_load_hdus=False) as hdul:
+                header = hdul[0].header.copy()
+                names = [str(h.header.get("EXTNAME", "")).strip().lower() for h in hdul]
+                cols: dict[str, np.ndarray] = {}
+                units: dict[str, str] = {}
+                flat = None
+                if FLAT_FIELD_EXTNAME.lower() in names:
+                    flat = Table(hdul[names.index(FLAT_FIELD_EXTNAME.lower())].data.copy())
+                if "xpos" in names and isinstance(hdul[names.index("xpos")], fits.ImageHDU):
+                    for name in wanted:
+                        if name not in names:
+                            continue
+                        hdu = hdul[names.index(name)]
+                        cols[name] = _from_disk(name, hdu.data)
+                        if "BUNIT" in hdu.header:
+                            units[name] = str(hdu.header["BUNIT"])
+                else:
+                    table_hdu = next(
+                        (h for h in hdul[1:] if isinstance(h, fits.BinTableHDU) and "xpos" in h.columns.names),
+                        None,
+                    )
+                    if table_hdu is None:
+                        raise RecipeError(f"{path}: not a pixel table (no xpos column or extension)")
+                    for name in wanted:
+                        if name in table_hdu.columns.names:
+                            cols[name] = _from_disk(name, table_hdu.data[name])
+                            unit = table_hdu.columns[name].unit
+                            if unit:
+                                units[name] = str(unit)
+        except RecipeError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise RecipeError(f"{path}: cannot read pixel table ({str(exc).splitlines()[0]})") from None
+        missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+        if missing:
+            raise RecipeError(f"{path}: pixel table lacks column(s) {', '.join(missing)}")
+        try:
+            return cls(header, cols, flat, units)
+        except RecipeError as exc:
+            raise RecipeError(f"{path}: {exc}") from None
+
+    @classmethod
+    def concatenate(cls, tables: list[PixTable], consume: bool = False) -> PixTable:
+        """Rows of several tables (same coordinate state) in order; header of the first.
+
+        ``consume`` empties the input tables column by column as it goes, so that memory
+        holds one extra column instead of a second copy of everything.
+        """
+        if not tables:
+            raise RecipeError("no pixel table to concatenate")
+        states = {t.wcs_state for t in tables}
+        if len(states) > 1:
+            raise RecipeError(f"pixel tables mix coordinate states: {', '.join(sorted(states))}")
+        names = [n for n in tables[0].columns if all(n in t.columns for t in tables)]
+        cols = {}
+        for n in names:
+            cols[n] = np.concatenate([t.columns[n] for t in tables])
+            if consume:
+                for t in tables:
+                    t.columns[n] = t.columns[n][:0]
+        out = cls(tables[0].header.copy(), cols, tables[0].flat_field, dict(tables[0].units))
+        out.update_limits()
+        return out
+
+
+def _clean(header: fits.Header) -> fits.Header:
+    out = fits.Header()
+    for card in header.cards:
+        if card.keyword in STRUCTURAL_KEYS or card.keyword in ("", "COMMENT", "HISTORY"):
+            continue
+        out.append(card, end=True)
+    return out
+
+
+_TFORM = {"xpos": "E", "ypos": "E", "lambda": "E", "data": "E", "dq": "J", "stat": "E", "origin": "J", "weight": "E"}
+
+
+def _disk(name: str, col: np.ndarray) -> np.ndarray:
+    if name == "origin":
+        return col.view(np.int32)  # the DRS stores origin as a signed 32-bit integer
+    return col
+
+
+def _from_disk(name: str, raw) -> np.ndarray:
+    arr = np.asarray(raw).reshape(-1)
+    if name == "origin":
+        arr = np.ascontiguousarray(arr, dtype=np.int32).view(np.uint32)
+    return np.array(arr, dtype=COLUMN_DTYPES[name].newbyteorder("="))
+
+
+# --------------------------------------------------------------------------------------
+# gnomonic (TAN) native spherical coordinates, φp = 180° (FITS paper II)
+# --------------------------------------------------------------------------------------
+
+
+def native_to_celestial(phi, theta_minus_halfpi, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    """(RA, Dec) [deg] from projected pixel-table positions (φ, θ − π/2) [rad]."""
+    phi = np.asarray(phi, dtype=np.float64)
+    tm = np.asarray(theta_minus_halfpi, dtype=np.float64)
+    st, ct = np.cos(tm), -np.sin(tm)  # sin θ, cos θ of θ = tm + π/2, without rounding tm away
+    dp = np.deg2rad(dec0)
+    dra = np.arctan2(ct * np.sin(phi), st * np.cos(dp) + ct * np.sin(dp) * np.cos(phi))
+    dec = np.arcsin(st * np.sin(dp) - ct * np.cos(dp) * np.cos(phi))
+    return ra0 + np.rad2deg(dra), np.rad2deg(dec)
+
+
+def celestial_to_native(ra, dec, ra0: float, dec0: float) -> tuple[np.ndarray, np.ndarray]:
+    """Projected pixel-table positions (φ, θ − π/2) [rad] of (RA, Dec) [deg] about (ra0, dec0)."""
+    a = np.deg2rad(np.asarray(ra, dtype=np.float64) - ra0)
+    d = np.deg2rad(np.asarray(dec, dtype=np.float64))
+    dp = np.deg2rad(dec0)
+    # via the tangent plane (x, y) [rad]: R = cot θ, x = R sin φ, y = −R cos φ; this keeps
+    # full precision for θ near π/2, where arcsin would not
+    cosc = np.sin(dp) * np.sin(d) + np.cos(dp) * np.cos(d) * np.cos(a)
+    x = np.cos(d) * np.sin(a) / cosc
+    y = (np.cos(dp) * np.sin(d) - np.sin(dp) * np.cos(d) * np.cos(a)) / cosc
+    return np.arctan2(x, -y), -np.arctan(np.hypot(x, y))
+
+
+def set_wcs_state(header: fits.Header, state: str, reference: tuple[float, float] | None = None) -> None:
+    """Record the coordinate state (and its celestial reference) in a pixel-table header.
+
+    ``pixel`` removes the WCS key, as the DRS has none for tables in pixel units.
+    """
+    if state == WCS_PIXEL:
+        header.remove(pkey("WCS"), ignore_missing=True)
+        return
+    header[hkey(pkey("WCS"))] = (WCS_KEYWORD_VALUES[state], "coordinates")
+    if reference is not None:
+        if state == WCS_PROJECTED:
+            header["RA"], header["DEC"] = float(reference[0]), float(reference[1])
+        elif state == WCS_POSITIONED:
+            header["CRVAL1"], header["CRVAL2"] = float(reference[0]), float(reference[1])
+            header["CUNIT1"], header["CUNIT2"] = "deg", "deg"
+
+
+def make_pixtable(columns: Mapping[str, np.ndarray], header: fits.Header | None = None, **units: str) -> PixTable:
+    """Build a :class:`PixTable` from arrays (dtypes converted; ``units`` per column name)."""
+    return PixTable(header.copy() if header is not None else fits.Header(), dict(columns), None, dict(units))
