@@ -279,9 +279,10 @@ def custom_frames(tag: str, value: Any, target: Target, catalog: Catalog, settin
 def _named_product(tag: str, name: str, target: Target, catalog: Catalog, key: str,
                    log: list[str]) -> list[Path]:
     """A product of ``reduced`` with PRO_CATG ``tag`` named ``name``, ``{tag}_{name}``
-    (``OFFSET_LIST_drs``) or ``{OBJECT}_{name}`` (an exp-align dataset target ``IC4406_drs``),
-    preferring the target's OBJECT, then the latest run."""
-    names = {name, f"{tag}_{name}", f"{target.OBJECT}_{name}"}
+    (``OFFSET_LIST_drs``), ``{OBJECT}_{name}`` or ``{OBJECT}_{tag}_{name}`` (exp-align stores
+    its dataset target as ``IC4406_OFFSET_LIST_drs``, so ``drs`` and ``OFFSET_LIST_drs``
+    both find it), preferring the target's OBJECT, then the latest run."""
+    names = {name, f"{tag}_{name}", f"{target.OBJECT}_{name}", f"{target.OBJECT}_{tag}_{name}"}
     found = [p for p in catalog.products if p.PRO_CATG == tag and p.name in names]
     same_object = [p for p in found if p.OBJECT == target.OBJECT]
     found = same_object or found

@@ -120,3 +120,13 @@ from .commands.demo import command as demo_command  # noqa: E402
 cli.add_command(demo_command)
 from .commands.process_exp import command as process_exp_command  # noqa: E402
 cli.add_command(process_exp_command)
+from .commands.flags import command as flags_command  # noqa: E402
+cli.add_command(flags_command)
+from .commands.exp_align import command as exp_align_command  # noqa: E402
+cli.add_command(exp_align_command)
+from .commands.report import command as report_command  # noqa: E402
+cli.add_command(report_command)
+from .commands.exp_combine import command as exp_combine_command  # noqa: E402
+cli.add_command(exp_combine_command)
+from .commands.std_combine import command as std_combine_command  # noqa: E402
+cli.add_command(std_combine_command)

@@ -149,7 +149,37 @@ def lsf_widths(database: Database, truth) -> list[Fidelity]:
     ]
 
 
-CHECKS: tuple[Callable[[Database, object], list[Fidelity]], ...] = (bias_levels, trace_edges, wavelengths, lsf_widths)
+def alignment_offsets(database: Database, truth) -> list[Fidelity]:
+    """OFFSET_LIST offsets vs the injected pointing errors, relative to the first exposure,
+    in arcsec. Convention (muse_exp_align): corrected RA = header RA − RA_OFFSET, so
+    RA_OFFSET_i − RA_OFFSET_0 must equal (RA_i − trueRA_i) − (RA_0 − trueRA_0)."""
+    from astropy.table import Table
+
+    products = _products(database, "OFFSET_LIST")
+    if not products:
+        return []
+    errors = []
+    for path in products:
+        table = Table.read(path)
+        expected, measured = [], []
+        for row in table:
+            exposure = truth.exposures.get(f"MUSE.{str(row['DATE_OBS']).strip()}.fits")
+            if exposure is None:
+                continue
+            cos_dec = np.cos(np.radians(exposure["dec"]))
+            expected.append(((exposure["ra"] - exposure["true_ra"]) * cos_dec, exposure["dec"] - exposure["true_dec"]))
+            measured.append((float(row["RA_OFFSET"]) * cos_dec, float(row["DEC_OFFSET"])))
+        if len(expected) < 2:
+            continue
+        expected_arr, measured_arr = np.array(expected) * 3600, np.array(measured) * 3600
+        errors.append((measured_arr - measured_arr[0]) - (expected_arr - expected_arr[0]))
+    if not errors:
+        return []
+    worst = float(np.abs(np.concatenate(errors)).max())
+    return [Fidelity("exposure offsets (exp-align)", f"max |Δ| {worst:.3f}\"", "< 0.05\"", worst < 0.05)]
+
+
+CHECKS: tuple[Callable[[Database, object], list[Fidelity]], ...] = (bias_levels, trace_edges, wavelengths, lsf_widths, alignment_offsets)
 
 
 def fidelity_table(database: Database, truth) -> list[Fidelity]:

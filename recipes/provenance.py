@@ -72,10 +72,11 @@ def product_header(
         header[hkey(f"ESO PRO REC1 PARAM{i} NAME")] = (name, "")
         header[hkey(f"ESO PRO REC1 PARAM{i} VALUE")] = (format_param(value), "")
     for i, (path, tag) in enumerate(raws, start=1):
-        header[hkey(f"ESO PRO REC1 RAW{i} NAME")] = (Path(path).name, "raw file")
+        # No comment: a MUSE file name leaves no room for one on a HIERARCH card.
+        header[hkey(f"ESO PRO REC1 RAW{i} NAME")] = (Path(path).name, "")
         header[hkey(f"ESO PRO REC1 RAW{i} CATG")] = (tag, "raw tag")
     for i, (path, tag) in enumerate(calibs, start=1):
-        header[hkey(f"ESO PRO REC1 CAL{i} NAME")] = (Path(path).name, "calibration file")
+        header[hkey(f"ESO PRO REC1 CAL{i} NAME")] = (Path(path).name, "")
         header[hkey(f"ESO PRO REC1 CAL{i} CATG")] = (tag, "calibration tag")
     header[hkey("ESO PRO DATANCOM")] = (len(raws), "combined frames")
     return header

@@ -41,4 +41,10 @@ def _load_all() -> None:
     from . import scibasic  # noqa: F401
     from . import twilight  # noqa: F401
     from . import make_cube  # noqa: F401
+    from . import scipost  # noqa: F401
+    from . import standard  # noqa: F401
+    from . import exp_align  # noqa: F401
+    from . import imagealign  # noqa: F401
+    from . import exp_combine  # noqa: F401
+    from . import cubecombine  # noqa: F401
     pass

@@ -23,7 +23,8 @@ from ..errors import MuseredError
 def command(ctx: click.Context, directory: Path, profile: str, seed: int, fresh: bool, jobs: int | None) -> None:
     """Simulate a MUSE night into DIRECTORY and reduce it with musered.
 
-    Runs simulate, update-db, info and process-calib, then prints the fidelity of the
+    Runs simulate, update-db, info, process-calib, process-exp, exp-align,
+    exp-combine and report, then prints the fidelity of the
     products against the simulator's truth. Running it again reuses the simulation and
     skips the steps already done (--fresh starts over).
     """
@@ -33,6 +34,10 @@ def command(ctx: click.Context, directory: Path, profile: str, seed: int, fresh:
     from ..simulate.truth import load_truth
     from .info import command as info_command
     from .process_calib import command as process_calib_command
+    from .exp_align import command as exp_align_command
+    from .exp_combine import command as exp_combine_command
+    from .process_exp import command as process_exp_command
+    from .report import command as report_command
     from .update_db import command as update_db_command
 
     started = time.perf_counter()
@@ -58,6 +63,18 @@ def command(ctx: click.Context, directory: Path, profile: str, seed: int, fresh:
     _stage("musered process-calib")
     _invoke(ctx, app, process_calib_command, date_or_glob=(), force=False, dry_run=False, jobs=jobs,
             params_block=None)
+    _stage("musered process-exp")
+    _invoke(ctx, app, process_exp_command, name_or_date=(), datasets=(), force=False, dry_run=False,
+            jobs=jobs, params_block=None)
+    dataset = next(iter(app.settings.datasets))
+    _stage(f"musered exp-align {dataset}")
+    _invoke(ctx, app, exp_align_command, datasets=(dataset,), method=None, name=None, params_block=None,
+            filt=None, dates=(), force=False, dry_run=False)
+    _stage(f"musered exp-combine {dataset}")
+    _invoke(ctx, app, exp_combine_command, datasets=(dataset,), method=None, params_block=None, name=None,
+            force=False, dry_run=False)
+    _stage("musered report")
+    _invoke(ctx, app, report_command, out=None)
 
     _stage("fidelity against the simulator's truth")
     rows = fidelity_table(app.database, load_truth(directory))

@@ -1,0 +1,304 @@
+"""Voxel-by-voxel combination of cubes on one grid (MPDAF ``CubeList.combine`` semantics).
+
+The inputs are stacks ``[n, m]`` (n cubes, m voxels of one slab) of data and variance
+(float32, NaN = no data). For each voxel the finite values ``v_i = d_i·scale_i + offset_i``
+(variance ``var_i·scale_i²``) of the cubes are combined:
+
+* ``sigclip`` (MPDAF ``mpdaf_mean_sigma_clip``): take the mean μ and the population
+  standard deviation σ (ddof = 0) and the median M of the current set; count the values
+  strictly inside (M − nclip_low·σ, M + nclip_up·σ); if fewer than ``nstop`` or all of
+  them are inside, stop; otherwise keep those inside and repeat, at most ``nmax`` times.
+  The result is the mean of the final set; with one value, that value. With ``mad``, σ is
+  1.4826 · median |v − M| instead (MPDAF ``mad=True``).
+* ``median``: the median of the finite values (mean of the two middle ones for an even
+  count).
+
+``expmap`` is the number of values in the final set (0: NaN output). The variance ``var``
+(``var_mode``): 0 ``propagate`` Σvar_i/k² over the final set (k = 1: var_1; for the
+median, times π/2, the asymptotic efficiency of the median for Gaussian noise, when
+k ≥ 3); 1 ``stat_mean`` σ²/(k − 1) of the final set; 2 ``stat_one`` σ²; both NaN when
+k ≤ 1 (as MPDAF). Per cube, ``nvalid`` counts its finite voxels and ``nselected`` those
+kept in the final sets (MPDAF's STATPIX table: NPIX_NAN = m − nvalid, NPIX_REJECTED =
+nvalid − nselected).
+
+:func:`combine_slab` runs the numba kernel, parallel over blocks of voxels, each block
+with its own small work buffers; :func:`combine_reference` is the plain per-voxel numpy
+twin used by the tests. Memory bounding is the caller's job (slabs of planes, see
+:func:`recipes.cubecombine.combine_cubes`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+METHODS = ("sigclip", "median")
+VAR_MODES = ("propagate", "stat_mean", "stat_one")
+_MEDIAN_VAR_FACTOR = math.pi / 2
+_MAD_TO_SIGMA = 1.4826  # the constant MPDAF uses
+_BLOCK = 4096
+_RANK_MAX = 12
+
+
+@njit(cache=True, inline="always")
+def _median(vals, work, k):
+    """Median of ``vals[:k]`` (mean of the two middle values for even k); ``vals`` is kept.
+
+    Up to ``_RANK_MAX`` values: the ranks are counted without branches (the values of a
+    voxel are random, so a sort's branches would mostly be mispredicted); more: an
+    insertion sort of a copy in ``work``.
+    """
+    m0 = (k - 1) // 2
+    m1 = k // 2
+    if k <= _RANK_MAX:
+        a = 0.0
+        b = 0.0
+        for i in range(k):
+            vi = vals[i]
+            r = 0
+            for j in range(k):
+                vj = vals[j]
+                r += (vj < vi) | ((vj == vi) & (j < i))
+            a = vi if r == m0 else a
+            b = vi if r == m1 else b
+        return 0.5 * (a + b)
+    for i in range(k):
+        work[i] = vals[i]
+    for i in range(1, k):
+        v = work[i]
+        j = i - 1
+        while j >= 0 and work[j] > v:
+            work[j + 1] = work[j]
+            j -= 1
+        work[j + 1] = v
+    return 0.5 * (work[m0] + work[m1])
+
+
+@njit(cache=True, error_model="numpy")
+def _combine_block(data, var, scale, offset, start, stop, method, nmax, nclip_low, nclip_up, nstop,
+                   var_mode, use_var, mad, out_data, out_var, out_exp, valid, selected):  # fmt: skip
+    n = data.shape[0]
+    vals = np.empty(n, dtype=np.float64)
+    vvar = np.empty(n, dtype=np.float64)
+    ids = np.empty(n, dtype=np.int64)
+    work = np.empty(n, dtype=np.float64)
+    work2 = np.empty(n, dtype=np.float64)
+    for p in range(start, stop):
+        k = 0
+        for i in range(n):
+            d = data[i, p]
+            if not math.isnan(d):
+                vals[k] = d * scale[i] + offset[i]
+                vvar[k] = var[i, p] * scale[i] * scale[i] if use_var else 0.0
+                ids[k] = i
+                valid[i] += 1
+                k += 1
+        if k == 0:
+            out_data[p] = np.nan
+            out_var[p] = np.nan
+            out_exp[p] = 0
+            continue
+        mean = 0.0
+        sigma = 0.0
+        if method == 1:  # median
+            mean = _median(vals, work, k)
+            s = 0.0
+            for i in range(k):
+                s += (vals[i] - mean) * (vals[i] - mean)
+            sigma = math.sqrt(s / k)
+        else:
+            iterations = nmax
+            narrow = min(nclip_low, nclip_up) * (1.0 - 1e-9)
+            while True:
+                mean = 0.0
+                vmin = vals[0]
+                vmax = vals[0]
+                for i in range(k):
+                    mean += vals[i]
+                    vmin = min(vmin, vals[i])
+                    vmax = max(vmax, vals[i])
+                mean /= k
+                s = 0.0
+                for i in range(k):
+                    s += (vals[i] - mean) * (vals[i] - mean)
+                sigma = math.sqrt(s / k)
+                if k == 1:
+                    break
+                # The median M lies in [min, max], so every value is within (max − min) of
+                # it: when that is below the narrower clip width all values are inside and
+                # the median need not be computed (the common case for few exposures).
+                if not mad and vmax - vmin < narrow * sigma:
+                    break
+                med = _median(vals, work, k)
+                if mad:  # MPDAF mad=True: σ = 1.4826 · median |v − M|
+                    for i in range(k):
+                        work2[i] = abs(vals[i] - med)
+                    sigma = _MAD_TO_SIGMA * _median(work2, work, k)
+                lo = med - nclip_low * sigma
+                hi = med + nclip_up * sigma
+                inside = 0
+                for i in range(k):
+                    if vals[i] < hi and vals[i] > lo:
+                        inside += 1
+                if inside < nstop or inside == k or iterations <= 0:
+                    break
+                m = 0
+                for i in range(k):
+                    if vals[i] < hi and vals[i] > lo:
+                        vals[m] = vals[i]
+                        vvar[m] = vvar[i]
+                        ids[m] = ids[i]
+                        m += 1
+                k = m
+                iterations -= 1
+        out_data[p] = mean
+        out_exp[p] = k
+        for i in range(k):
+            selected[ids[i]] += 1
+        if var_mode == 0:
+            if use_var:
+                t = 0.0
+                for i in range(k):
+                    t += vvar[i]
+                t /= k * k
+                if method == 1 and k >= 3:
+                    t *= _MEDIAN_VAR_FACTOR
+                out_var[p] = t
+            else:
+                out_var[p] = np.nan
+        elif k > 1:
+            out_var[p] = sigma * sigma / (k - 1) if var_mode == 1 else sigma * sigma
+        else:
+            out_var[p] = np.nan
+
+
+@njit(cache=True, parallel=True, nogil=True, error_model="numpy")
+def _combine_parallel(data, var, scale, offset, method, nmax, nclip_low, nclip_up, nstop, var_mode, use_var, mad,
+                      out_data, out_var, out_exp, valid_blocks, selected_blocks):  # fmt: skip
+    m = data.shape[1]
+    nblocks = valid_blocks.shape[0]
+    for b in prange(nblocks):
+        start = b * _BLOCK
+        stop = min(m, start + _BLOCK)
+        _combine_block(data, var, scale, offset, start, stop, method, nmax, nclip_low, nclip_up, nstop,
+                       var_mode, use_var, mad, out_data, out_var, out_exp, valid_blocks[b],
+                       selected_blocks[b])  # fmt: skip
+
+
+def _check(data: np.ndarray, var: np.ndarray | None, scale, offset, method: str, var_mode: str):
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
+    if var_mode not in VAR_MODES:
+        raise ValueError(f"var must be one of {', '.join(VAR_MODES)}, not {var_mode!r}")
+    if data.ndim != 2:
+        raise ValueError("data must be a stack [ncubes, nvoxels]")
+    if var is not None and var.shape != data.shape:
+        raise ValueError(f"var shape {var.shape} differs from data shape {data.shape}")
+    n = data.shape[0]
+    scale = np.ones(n) if scale is None else np.asarray(scale, dtype=np.float64).reshape(-1)
+    offset = np.zeros(n) if offset is None else np.asarray(offset, dtype=np.float64).reshape(-1)
+    if scale.size != n or offset.size != n:
+        raise ValueError(f"need one scale and one offset per cube ({n})")
+    return scale, offset
+
+
+def combine_slab(
+    data: np.ndarray,
+    var: np.ndarray | None,
+    scale: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    method: str = "sigclip",
+    nmax: int = 2,
+    nclip_low: float = 5.0,
+    nclip_up: float = 5.0,
+    nstop: int = 2,
+    var_mode: str = "propagate",
+    mad: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Combine a stack ``[n, m]`` (numba, parallel); see the module docstring.
+
+    ``var`` may be None (then ``var_mode`` propagate gives NaN). Returns ``(data float32 [m],
+    var float32 [m], expmap int32 [m], nvalid int64 [n], nselected int64 [n])``.
+    """
+    scale, offset = _check(data, var, scale, offset, method, var_mode)
+    n, m = data.shape
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    use_var = var is not None
+    var = np.ascontiguousarray(var, dtype=np.float32) if use_var else np.zeros((n, 0), dtype=np.float32)
+    out_data = np.empty(m, dtype=np.float32)
+    out_var = np.empty(m, dtype=np.float32)
+    out_exp = np.empty(m, dtype=np.int32)
+    nblocks = (m + _BLOCK - 1) // _BLOCK
+    valid = np.zeros((nblocks, n), dtype=np.int64)
+    selected = np.zeros((nblocks, n), dtype=np.int64)
+    if m:
+        _combine_parallel(data, var, scale, offset, METHODS.index(method), int(nmax), float(nclip_low),
+                          float(nclip_up), int(nstop), VAR_MODES.index(var_mode), use_var, bool(mad),
+                          out_data, out_var, out_exp, valid, selected)  # fmt: skip
+    return out_data, out_var, out_exp, valid.sum(axis=0), selected.sum(axis=0)
+
+
+def combine_reference(
+    data: np.ndarray,
+    var: np.ndarray | None,
+    scale: np.ndarray | None = None,
+    offset: np.ndarray | None = None,
+    method: str = "sigclip",
+    nmax: int = 2,
+    nclip_low: float = 5.0,
+    nclip_up: float = 5.0,
+    nstop: int = 2,
+    var_mode: str = "propagate",
+    mad: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Plain numpy twin of :func:`combine_slab` (a loop over voxels; small inputs only)."""
+    scale, offset = _check(data, var, scale, offset, method, var_mode)
+    n, m = data.shape
+    out_data = np.full(m, np.nan, dtype=np.float32)
+    out_var = np.full(m, np.nan, dtype=np.float32)
+    out_exp = np.zeros(m, dtype=np.int32)
+    valid = np.zeros(n, dtype=np.int64)
+    selected = np.zeros(n, dtype=np.int64)
+    for p in range(m):
+        d = data[:, p].astype(np.float64)
+        ids = np.flatnonzero(~np.isnan(d))
+        valid[ids] += 1
+        if ids.size == 0:
+            continue
+        vals = d[ids] * scale[ids] + offset[ids]
+        vv = (var[ids, p].astype(np.float64) * scale[ids] ** 2) if var is not None else None
+        if method == "median":
+            centre = float(np.median(vals))
+        else:
+            for _ in range(int(nmax) + 1):
+                if vals.size == 1:
+                    break
+                med, sigma = np.median(vals), vals.std()
+                if mad:
+                    sigma = _MAD_TO_SIGMA * np.median(np.abs(vals - med))
+                keep = (vals > med - nclip_low * sigma) & (vals < med + nclip_up * sigma)
+                if keep.sum() < nstop or keep.all():
+                    break
+                if _ == int(nmax):  # nmax clipping rounds done
+                    break
+                vals, ids = vals[keep], ids[keep]
+                vv = vv[keep] if vv is not None else None
+            centre = float(vals.mean())
+        k = vals.size
+        out_data[p] = centre
+        out_exp[p] = k
+        selected[ids] += 1
+        if method == "median":
+            sigma2 = float(((vals - centre) ** 2).mean())
+        elif mad and k > 1:
+            sigma2 = float((_MAD_TO_SIGMA * np.median(np.abs(vals - np.median(vals)))) ** 2)
+        else:
+            sigma2 = float(vals.var())
+        if var_mode == "propagate":
+            if vv is not None:
+                out_var[p] = vv.sum() / k**2 * (_MEDIAN_VAR_FACTOR if method == "median" and k >= 3 else 1.0)
+        elif k > 1:
+            out_var[p] = sigma2 / (k - 1) if var_mode == "stat_mean" else sigma2
+    return out_data, out_var, out_exp, valid, selected

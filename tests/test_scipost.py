@@ -1,0 +1,658 @@
+"""muse_scipost on the simulator's mini profile (2 IFUs, 2 exposures) against its truth.
+
+The module fixture simulates a night (BIAS, FLAT, ARC, 2 OBJECT exposures at position
+angles 0° and 90°), runs muse_bias, muse_flat, muse_wavecal and muse_scibasic, and then
+muse_scipost with several ``skymethod`` values onto the grid of the truth cube
+(OUTPUT_WCS = the simulator's ``skycube`` WCS), so that cube and truth compare spaxel by
+spaxel.
+
+STD_RESPONSE: the truth's sensitivity (detected e-/s/Å per erg/s/cm²/Å) times the
+instrument's flat-field normalisation factor c(λ) (≈ 0.95: the CCD pixel of a slice
+covers 18/18.5 spaxels in the mini layout, slice edges, QE), which the truth does not
+record and muse_standard absorbs in the response. The test measures c(λ) on the sky
+continuum of the *other* exposure, in spaxels where the truth has no scene continuum
+(the simulated sky is not extincted), so the star and nebula fluxes of the tested
+exposure are an independent check of flux calibration, extinction, sky subtraction and
+resampling.
+
+The simulator has no atmospheric refraction and no radial-velocity shift: the truth
+comparisons run with ``lambdaref=-1`` and ``rvcorr=none``; DAR is tested on its own.
+The true pointing error of each exposure is corrected with an OFFSET_LIST (RA_OFFSET =
+−error, see recipes/postprocess.py for the sign convention). The simulated sky reaches
+each slice with its own ±2 % illumination factor, which no calibration frame of the mini
+night records: the truth comparisons run with ``autocalib=deepfield``.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from astropy.table import Table
+
+from recipes.base import RecipeError
+
+pytestmark = pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")
+
+SKY_WINDOW = 5.0  # Å around sky and nebular lines left out of continuum statistics
+
+
+def _raw_of(base: Path, dpr_type: str) -> list[Path]:
+    return [p for p in sorted((base / "raw").glob("*.fits")) if fits.getheader(p)["HIERARCH ESO DPR TYPE"] == dpr_type]
+
+
+def _table(path: Path, name: str, cols: dict) -> Path:
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
+        [fits.Column(k, "D", array=np.asarray(v, dtype=float)) for k, v in cols.items()], name=name)]).writeto(
+        path, overwrite=True)  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """Simulated night, calibrations and the PIXTABLE_OBJECT files of both exposures."""
+    from musered.simulate.run import simulate
+    from musered.simulate.truth import load_truth
+    from recipes import bias, flat, scibasic, wavecal
+
+    base = tmp_path_factory.mktemp("scipost-night")
+    simulate(base, profile="mini", kinds={"BIAS", "FLAT", "ARC", "OBJECT"}, exposures=2, ifus=2)
+    for name in ("bias", "flat", "wavecal"):
+        (base / name).mkdir()
+    bias.RECIPE.run({"BIAS": _raw_of(base, "BIAS")}, bias.RECIPE.merge_params(), base / "bias")
+    mb = base / "bias" / "MASTER_BIAS.fits"
+    flat.RECIPE.run({"FLAT": _raw_of(base, "FLAT,LAMP"), "MASTER_BIAS": [mb]}, flat.RECIPE.merge_params(),
+                    base / "flat")  # fmt: skip
+    wavecal.RECIPE.run(
+        {"ARC": _raw_of(base, "WAVE"), "MASTER_BIAS": [mb], "TRACE_TABLE": [base / "flat" / "TRACE_TABLE.fits"],
+         "LINE_CATALOG": [base / "muse-calib" / "line_catalog.fits"]},
+        wavecal.RECIPE.merge_params(), base / "wavecal",
+    )  # fmt: skip
+    calibs = {
+        "MASTER_BIAS": [mb], "MASTER_FLAT": [base / "flat" / "MASTER_FLAT.fits"],
+        "TRACE_TABLE": [base / "flat" / "TRACE_TABLE.fits"], "WAVECAL_TABLE": [base / "wavecal" / "WAVECAL_TABLE.fits"],
+        "GEOMETRY_TABLE": [base / "muse-calib" / "geometry_table.fits"],
+        "BADPIX_TABLE": [base / "muse-calib" / "badpix_table.fits"],
+    }  # fmt: skip
+    truth = load_truth(base)
+    exposures = []
+    for i, raw in enumerate(_raw_of(base, "OBJECT")):
+        out = base / f"sci{i}"
+        out.mkdir()
+        products = scibasic.RECIPE.run({"OBJECT": [raw], **calibs}, scibasic.RECIPE.merge_params(), out)
+        tables = sorted(p.path for p in products if p.tag == "PIXTABLE_OBJECT")
+        exposures.append({"tables": tables, "truth": truth.exposures[raw.name], "header": fits.getheader(raw)})
+    return {"base": base, "truth": truth, "exposures": exposures, "static": base / "muse-calib"}
+
+
+def _sky_true(lam: np.ndarray, truth) -> np.ndarray:
+    """True sky continuum per 0.2″ spaxel, 1e-20 erg/s/cm²/Å (sources.Scene.sky_spectrum)."""
+    sc = truth.sources["sky_continuum_5500"]
+    return sc * (1.0 + 0.25 * (lam - 5500.0) / 3000.0) * 0.04 * 1e20
+
+
+def _line_free(lam: np.ndarray, truth) -> np.ndarray:
+    from musered.simulate.sources import sky_lines
+
+    lines = [v["lambda"] for v in truth.sources["nebula"]["lines"].values()] + list(sky_lines()[0])
+    return np.all(np.abs(lam[:, None] - np.asarray(lines)[None, :]) > SKY_WINDOW, axis=1)
+
+
+@pytest.fixture(scope="module")
+def calib(night):
+    """STD_RESPONSE (truth sensitivity × c(λ) measured on exposure 2's sky), STD_TELLURIC,
+    OUTPUT_WCS on the truth grid, and per-exposure OFFSET_LIST correcting the pointing error."""
+    from recipes import postprocess as pp
+
+    base, truth, static = night["base"], night["truth"], night["static"]
+    resp = truth.response()
+    lam, sens = resp["lambda"], resp["sensitivity"]
+    r0 = _table(base / "resp0.fits", "STD_RESPONSE", {"lambda": lam, "response": 2.5 * np.log10(sens),
+                                                      "resperr": np.full(lam.size, 0.01)})  # fmt: skip
+    _, th = truth.skycube()
+    wcs = fits.PrimaryHDU()
+    for card in th.cards:
+        if card.keyword.startswith(("CTYPE", "CUNIT", "CRPIX", "CRVAL", "CD")):
+            wcs.header.append(card)
+    output_wcs = base / "output_wcs.fits"
+    wcs.writeto(output_wcs)
+    offsets = []
+    for i, exp in enumerate(night["exposures"]):
+        h, err = exp["header"], exp["truth"]["pointing_error"]
+        cosd = math.cos(math.radians(h["DEC"]))
+        path = base / f"offsets{i}.fits"
+        Table({"DATE_OBS": [h["DATE-OBS"]], "MJD_OBS": [h["MJD-OBS"]],
+               "RA_OFFSET": [-err[0] / 3600.0 / cosd], "DEC_OFFSET": [-err[1] / 3600.0],
+               "FLUX_SCALE": [1.0]}).write(path)  # fmt: skip
+        offsets.append(path)
+    # c(λ): the other exposure's cube with the bare sensitivity, in spaxels where the truth
+    # has no scene continuum, over the true (unextincted) sky continuum
+    frames = {"PIXTABLE_OBJECT": night["exposures"][1]["tables"], "STD_RESPONSE": [r0],
+              "EXTINCT_TABLE": [static / "extinct_table.fits"], "ASTROMETRY_WCS": [static / "astrometry_wcs.fits"],
+              "OUTPUT_WCS": [output_wcs], "OFFSET_LIST": [offsets[1]]}  # fmt: skip
+    data, h = _cube(_scipost(night, "out-response", frames, skymethod="none", save="cube", autocalib="none"))
+    scene = _truth_like(night, data, h)
+    nz = scene.shape[0]
+    lam_c = h["CRVAL3"] + h["CD3_3"] * (np.arange(nz) + 1 - h["CRPIX3"])
+    ok = _line_free(lam_c, truth) & (lam_c > lam_c[0] + 15) & (lam_c < lam_c[-1] - 15)
+    ext = pp.read_extinction(static / "extinct_table.fits")
+    airmass = night["exposures"][1]["truth"]["airmass"]
+    expected = _sky_true(lam_c, truth) * 10 ** (0.4 * np.interp(lam_c, *ext) * airmass)
+    sky_spaxels = _inner(data, np.flatnonzero(ok)) & (np.nanmean(scene[ok], axis=0) < 0.002 * np.median(expected))
+    assert sky_spaxels.sum() > 30
+    measured = np.nanmean(data[:nz][:, sky_spaxels], axis=1)
+    coeff = np.polyfit(lam_c[ok] - 6500.0, measured[ok] / expected[ok], 3)
+    c = np.polyval(coeff, np.clip(lam, lam_c[ok][0], lam_c[ok][-1]) - 6500.0)
+    assert 0.85 < c.min() and c.max() < 1.05  # a flat-field normalisation, not a broken chain
+    response = _table(base / "resp.fits", "STD_RESPONSE", {"lambda": lam, "response": 2.5 * np.log10(sens * c),
+                                                           "resperr": np.full(lam.size, 0.01)})  # fmt: skip
+    telluric = _table(base / "tell.fits", "STD_TELLURIC", {"lambda": lam, "ftelluric": np.ones(lam.size),
+                                                           "ftellerr": np.zeros(lam.size)})  # fmt: skip
+    return {"STD_RESPONSE": [response], "STD_TELLURIC": [telluric], "OUTPUT_WCS": [output_wcs], "offsets": offsets,
+            "EXTINCT_TABLE": [static / "extinct_table.fits"], "ASTROMETRY_WCS": [static / "astrometry_wcs.fits"],
+            "SKY_LINES": [static / "sky_lines.fits"], "FILTER_LIST": [static / "filter_list.fits"]}
+
+
+def _frames(night, calib, exposure: int, offsets: bool = True, output_wcs: bool = True) -> dict:
+    frames = {"PIXTABLE_OBJECT": night["exposures"][exposure]["tables"]}
+    for tag in ("STD_RESPONSE", "STD_TELLURIC", "EXTINCT_TABLE", "ASTROMETRY_WCS", "SKY_LINES", "FILTER_LIST"):
+        frames[tag] = calib[tag]
+    if output_wcs:
+        frames["OUTPUT_WCS"] = calib["OUTPUT_WCS"]
+    if offsets:
+        frames["OFFSET_LIST"] = [calib["offsets"][exposure]]
+    return frames
+
+
+def _scipost(night, name: str, frames: dict, **params):
+    from recipes.scipost import RECIPE
+
+    out = night["base"] / name
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    base_params = {"lambdaref": -1.0, "rvcorr": "none", "autocalib": "deepfield"}
+    base_params.update(params)
+    return RECIPE.run(frames, RECIPE.merge_params(base_params), out)
+
+
+def _cube(products) -> tuple[np.ndarray, fits.Header]:
+    path = next(p.path for p in products if p.tag == "DATACUBE_FINAL")
+    with fits.open(path) as hdul:
+        return np.array(hdul["DATA"].data), hdul["DATA"].header.copy()
+
+
+@pytest.fixture(scope="module")
+def cubes(night, calib):
+    """{skymethod: (cube, header)} of exposure 1 on the truth grid, and the truth cube cut to it."""
+    out = {}
+    for method in ("simple", "model", "none"):
+        products = _scipost(night, f"out-{method}", _frames(night, calib, 0), skymethod=method,
+                            save="cube,skymodel,individual")  # fmt: skip
+        out[method] = _cube(products)
+        if method == "model":
+            out["products"] = products
+    data, h = out["simple"]
+    out["truth"] = _truth_like(night, data, h)
+    out["lam"] = h["CRVAL3"] + h["CD3_3"] * (np.arange(data.shape[0]) + 1 - h["CRPIX3"])
+    return out
+
+
+def _truth_like(night, data: np.ndarray, h: fits.Header) -> np.ndarray:
+    """The truth cube cut to a cube made on its grid (OUTPUT_WCS), NaN-padded to its shape."""
+    truth, th = night["truth"].skycube()
+    z0 = int(round((h["CRVAL3"] - th["CRVAL3"]) / th["CD3_3"]))
+    assert z0 >= 0 and h["CRPIX1"] == th["CRPIX1"] and h["CRPIX2"] == th["CRPIX2"]
+    nz, ny, nx = data.shape
+    cut = truth[z0 : z0 + nz, :ny, :nx]
+    out = np.full((cut.shape[0], ny, nx), np.nan, dtype=np.float32)
+    out[:, : cut.shape[1], : cut.shape[2]] = cut
+    return out
+
+
+def _inner(cube: np.ndarray, planes: np.ndarray, margin: int = 3) -> np.ndarray:
+    from scipy.ndimage import binary_erosion
+
+    valid = np.all(np.isfinite(cube[planes]), axis=0)
+    return binary_erosion(valid, iterations=margin)
+
+
+def _planes(cubes, night, edge: float = 15.0) -> np.ndarray:
+    lam = cubes["lam"]
+    nz = min(lam.size, cubes["truth"].shape[0])
+    ok = _line_free(lam, night["truth"]) & (lam > lam[0] + edge) & (lam < lam[-1] - edge)
+    ok[nz:] = False
+    return np.flatnonzero(ok)
+
+
+# --------------------------------------------------------------------------------------
+# against the truth
+# --------------------------------------------------------------------------------------
+
+
+def test_point_source_fluxes_within_two_percent(night, cubes):
+    from astropy.wcs import WCS
+
+    data, h = cubes["simple"]
+    truth = cubes["truth"]
+    planes = _planes(cubes, night)
+    inner = _inner(data, planes)
+    img = np.nansum(data[planes], axis=0)
+    timg = truth[planes].sum(axis=0)
+    w = WCS(h).celestial
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    checked = 0
+    for star in night["truth"].sources["stars"]:
+        x, y = w.wcs_world2pix(star["ra"], star["dec"], 0)
+        ap = np.hypot(xx - x, yy - y) < 6.0  # 1.2″ radius
+        if not inner[ap].all():
+            continue
+        ratio = img[ap].sum() / timg[ap].sum()
+        assert abs(ratio - 1) < 0.02, (star["name"], ratio)
+        checked += 1
+    assert checked >= 2
+
+
+def test_nebula_line_flux_in_a_large_aperture(night, cubes):
+    """[SII] 6716+6731 over the inner field, each above its local continuum (no sky lines near)."""
+    data, _ = cubes["none"]
+    truth, lam = cubes["truth"], cubes["lam"][: cubes["truth"].shape[0]]
+    line = np.flatnonzero((lam > 6710) & (lam < 6738))
+    cont = np.flatnonzero(((lam > 6690) & (lam < 6704)) | ((lam > 6745) & (lam < 6760)))
+    inner = _inner(data, np.concatenate([line, cont]))
+
+    def line_flux(cube):
+        spec = np.nansum(cube[:, inner], axis=1)
+        fit = np.polyfit(lam[cont], spec[cont], 1)
+        return float(np.sum(spec[line] - np.polyval(fit, lam[line])))
+
+    ratio = line_flux(data) / line_flux(truth)
+    # measured 0.95: emission lines (nebular, and sky lines in the pixel table) come out
+    # 2-5 % below the truth relative to the continuum, which agrees to 1 % (open point:
+    # upstream of scipost, see the issue note); this guards against anything worse
+    assert abs(ratio - 1) < 0.07, ratio
+
+
+def _centroid(img: np.ndarray, x: float, y: float, inside: np.ndarray, radius: float = 4.0) -> tuple[float, float]:
+    """First moment in a disc of ``radius`` spaxels, re-centred until it converges."""
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    for _ in range(10):
+        m = (np.hypot(xx - x, yy - y) < radius) & inside
+        nx, ny = (float(np.sum(img[m] * a[m]) / np.sum(img[m])) for a in (xx, yy))
+        if math.hypot(nx - x, ny - y) < 1e-4:
+            break
+        x, y = nx, ny
+    return x, y
+
+
+def _centroids(cube: np.ndarray, truth: np.ndarray, h: fits.Header, stars, planes) -> list[tuple[float, float]]:
+    """(Δx, Δy) [arcsec] of each star's centroid (continuum planes, 0.8″ radius) in ``cube``
+    minus that in ``truth``, for stars whose disc lies well inside the cube's data."""
+    from astropy.wcs import WCS
+
+    img, timg = np.nansum(cube[planes], axis=0), np.nansum(truth[planes], axis=0)
+    inside = _inner(cube, planes)
+    w = WCS(h).celestial
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    out = []
+    for star in stars:
+        x, y = w.wcs_world2pix(star["ra"], star["dec"], 0)
+        m = np.hypot(xx - x, yy - y) < 4.0
+        if m.sum() < 30 or not inside[m].all():
+            continue
+        (cx, cy), (tx, ty) = _centroid(img, x, y, inside), _centroid(timg, x, y, inside)
+        out.append(((cx - tx) * 0.2, (cy - ty) * 0.2))
+    return out
+
+
+def test_centroids_match_injected_positions(night, calib, cubes):
+    """Centroids of the stars (continuum planes) against the truth cube's, which holds the
+    injected positions with the same blending; both exposures (0° and 90°)."""
+    planes = _planes(cubes, night)
+    stars = night["truth"].sources["stars"]
+    data, h = cubes["simple"]
+    offsets = _centroids(data, cubes["truth"], h, stars, planes)
+    products = _scipost(night, "out-rotated", _frames(night, calib, 1), skymethod="simple", save="cube")
+    rdata, rh = _cube(products)
+    offsets += _centroids(rdata, _truth_like(night, rdata, rh), rh, stars, planes)
+    assert len(offsets) >= 5
+    assert np.max(np.hypot(*np.array(offsets).T)) < 0.05
+
+
+def test_offset_list_sign_convention(night, calib, cubes):
+    """Without the OFFSET_LIST the stars appear displaced by minus the true pointing error."""
+    planes = _planes(cubes, night)
+    products = _scipost(night, "out-nooffset", _frames(night, calib, 0, offsets=False), skymethod="simple",
+                        save="cube")  # fmt: skip
+    data, h = _cube(products)
+    stars = night["truth"].sources["stars"]
+    offsets = np.array(_centroids(data, _truth_like(night, data, h), h, stars, planes))
+    assert len(offsets) >= 2
+    err = night["exposures"][0]["truth"]["pointing_error"]  # (ξ east, η north) arcsec; +x is west
+    expected = np.array([err[0], -err[1]])  # cube x grows westwards: −ξ → +x
+    assert np.abs(np.median(offsets, axis=0) - expected).max() < 0.05
+
+
+@pytest.mark.parametrize("method", ["simple", "model"])
+def test_sky_residual_below_one_percent(night, cubes, method):
+    """Spaxels without scene continuum: mean of (cube − truth) per plane, over the planes
+    away from the nebular lines (which the darkest spaxels also contain), < 1 % of the sky."""
+    data, _ = cubes[method]
+    truth, lam = cubes["truth"], cubes["lam"]
+    nz = truth.shape[0]
+    planes = _planes(cubes, night)
+    cont_img = truth[planes].mean(axis=0)
+    sky = _sky_true(lam[:nz], night["truth"])
+    from musered.simulate.sources import extinction
+
+    sky_obs = sky * 10 ** (0.4 * extinction(lam[:nz]) * night["exposures"][0]["truth"]["airmass"])
+    inner = _inner(data, planes)
+    sel = inner & (cont_img < 0.005 * np.median(sky_obs))
+    assert sel.sum() > 30
+    nebula = [v["lambda"] for v in night["truth"].sources["nebula"]["lines"].values()]
+    lam_ok = np.all(np.abs(lam[:nz, None] - np.asarray(nebula)[None, :]) > SKY_WINDOW, axis=1)
+    lam_ok &= (lam[:nz] > lam[0] + 15) & (lam[:nz] < lam[nz - 1] - 15)
+    resid = np.nanmean(data[:nz][:, sel] - truth[:, sel], axis=1)[lam_ok] / sky_obs[lam_ok]
+    assert abs(np.mean(resid)) < 0.01, np.mean(resid)
+    assert np.mean(np.abs(resid)) < 0.01 + 0.02, np.mean(np.abs(resid))
+    if method == "model":
+        tags = {p.tag for p in cubes["products"]}
+        assert {"SKY_MASK", "SKY_SPECTRUM", "SKY_LINES", "SKY_CONTINUUM", "PIXTABLE_REDUCED"} <= tags
+
+
+# --------------------------------------------------------------------------------------
+# products and WCS
+# --------------------------------------------------------------------------------------
+
+
+def test_cube_wcs_opens_in_astropy(night, calib):
+    from astropy.wcs import WCS
+
+    products = _scipost(night, "out-fitted", _frames(night, calib, 0, output_wcs=False), skymethod="simple",
+                        save="cube,individual", filter="white,Cousins_R", lambdaref=7000.0, darcheck="check",
+                        rvcorr="bary")  # fmt: skip
+    reduced = fits.getheader(next(p.path for p in products if p.tag == "PIXTABLE_REDUCED"))
+    assert reduced["ESO DRS MUSE PIXTABLE DAR CORRECT"] == 7000.0
+    assert 0.0 <= reduced["ESO DRS MUSE PIXTABLE DAR CHECK"] < 0.2  # the simulator has no DAR: ≈ the model's 0.05″
+    assert reduced["ESO DRS MUSE PIXTABLE WCS"].startswith("projected") and reduced["ESO DRS MUSE PIXTABLE FLUXCAL"]
+    assert abs(reduced["ESO DRS MUSE PIXTABLE RVCORR"]) > 0.1
+    path = next(p.path for p in products if p.tag == "DATACUBE_FINAL")
+    with fits.open(path) as hdul:
+        h = hdul["DATA"].header
+        assert hdul["STAT"].header["HDUCLAS2"] == "ERROR" and hdul["DATA"].header["BUNIT"].startswith("10**(-20)")
+        assert hdul[0].header["HIERARCH ESO PRO CATG"] == "DATACUBE_FINAL"
+    assert (h["CTYPE1"], h["CTYPE2"], h["CTYPE3"], h["CUNIT3"]) == ("RA---TAN", "DEC--TAN", "AWAV", "Angstrom")
+    wcs = WCS(h)
+    scale = np.abs(wcs.celestial.pixel_scale_matrix.diagonal()) * 3600
+    np.testing.assert_allclose(scale, [0.2, 0.2], rtol=1e-9)
+    assert abs(h["CD3_3"] - 1.25) < 1e-9
+    assert wcs.spectral.pixel_to_world(0).to_value("Angstrom") == pytest.approx(h["CRVAL3"], abs=1e-6)
+    ra, dec, _ = wcs.wcs_pix2world(h["CRPIX1"] - 1, h["CRPIX2"] - 1, 0, 0)
+    assert abs(dec - night["exposures"][0]["header"]["DEC"]) < 0.01
+    fov = [p for p in products if p.tag == "IMAGE_FOV"]
+    assert [p.qc["FILTER"] for p in fov] == ["white", "Cousins_R"]
+
+
+@pytest.fixture(scope="module")
+def combined(night, calib):
+    """Both exposures (0° and 90°) in one muse_scipost run, one OFFSET_LIST for both."""
+    rows = [Table.read(p) for p in calib["offsets"]]
+    offsets = night["base"] / "offsets_both.fits"
+    Table({c: [r[c][0] for r in rows] for c in rows[0].colnames}).write(offsets, overwrite=True)
+    frames = _frames(night, calib, 0)
+    frames["PIXTABLE_OBJECT"] = [p for e in night["exposures"] for p in e["tables"]]
+    frames["OFFSET_LIST"] = [offsets]
+    return _scipost(night, "out-combined", frames, skymethod="simple", save="cube,combined")
+
+
+def test_two_exposures_combined(night, cubes, combined):
+    data, h = _cube(combined)
+    with fits.open(next(p.path for p in combined if p.tag == "PIXTABLE_COMBINED")) as hdul:
+        ph = hdul[0].header
+        assert ph["ESO DRS MUSE PIXTABLE COMBINED"] == 2 and ph["ESO DRS MUSE PIXTABLE WEIGHTED"]
+        assert ph["ESO DRS MUSE PIXTABLE WCS"].startswith("positioned")
+    single, _ = cubes["simple"]
+    assert np.isfinite(data[400]).sum() > 1.5 * np.isfinite(single[400]).sum()  # the rotated field adds area
+    planes = _planes(cubes, night)
+    offsets = _centroids(data, _truth_like(night, data, h), h, night["truth"].sources["stars"], planes)
+    assert len(offsets) >= 3 and np.max(np.hypot(*np.array(offsets).T)) < 0.05
+
+
+def test_cube_opens_in_mpdaf(combined):
+    mpdaf = pytest.importorskip("mpdaf.obj", reason="mpdaf is not installed")
+    cube = mpdaf.Cube(str(next(p.path for p in combined if p.tag == "DATACUBE_FINAL")))
+    assert cube.wave.get_step(unit="Angstrom") == pytest.approx(1.25)
+    assert cube.wcs.get_step(unit="arcsec") == pytest.approx([0.2, 0.2])
+    assert np.isfinite(cube.data.filled(np.nan)).any()
+
+
+# --------------------------------------------------------------------------------------
+# bad input: one-line RecipeError
+# --------------------------------------------------------------------------------------
+
+
+def _assert_one_line(exc: pytest.ExceptionInfo, *words: str) -> None:
+    text = str(exc.value)
+    assert "\n" not in text
+    for word in words:
+        assert word in text, text
+
+
+def test_output_wcs_that_misses_the_exposure(night, calib, tmp_path):
+    hdu = fits.PrimaryHDU()
+    h = fits.open(calib["OUTPUT_WCS"][0])[0].header
+    for card in h.cards:
+        if card.keyword.startswith(("CTYPE", "CUNIT", "CRPIX", "CRVAL", "CD")):
+            hdu.header.append(card)
+    hdu.header["CRVAL2"] = h["CRVAL2"] + 1.0
+    path = tmp_path / "far_wcs.fits"
+    hdu.writeto(path)
+    frames = _frames(night, calib, 0)
+    frames["OUTPUT_WCS"] = [path]
+    with pytest.raises(RecipeError) as exc:
+        _scipost(night, "out-bad-wcs", frames, skymethod="none", save="cube")
+    _assert_one_line(exc, "far_wcs.fits", "overlap")
+
+
+def test_unknown_filter(night, calib):
+    with pytest.raises(RecipeError) as exc:
+        _scipost(night, "out-bad-filter", _frames(night, calib, 0), filter="white,Johnson_Z")
+    _assert_one_line(exc, "Johnson_Z", "filter_list.fits")
+
+
+@pytest.mark.parametrize("params, word", [
+    ({"skymodel_fraction": 1.5}, "skymodel_fraction"),
+    ({"lambdamin": 9000.0, "lambdamax": 5000.0}, "lambdamin"),
+    ({"skymodel_fraction": 0.6, "skymodel_ignore": 0.6}, "skymodel_ignore"),
+    ({"save": "cube,everything"}, "everything"),
+    ({"sky_crsigma": "a,b"}, "sky_crsigma"),
+    ({"pixfrac": "0.8,0.8,0.8,0.8"}, "pixfrac"),
+    ({"autocalib": "sometimes"}, "autocalib"),
+])  # fmt: skip
+def test_parameters_out_of_range(night, calib, params, word):
+    from recipes.scipost import run
+
+    merged = {"lambdaref": -1.0, "rvcorr": "none", **params}
+    with pytest.raises(RecipeError) as exc:
+        run(_frames(night, calib, 0), merged, night["base"])
+    _assert_one_line(exc, word)
+
+
+def test_pixel_table_from_another_mode(night, calib, tmp_path):
+    tables = night["exposures"][0]["tables"]
+    other = tmp_path / tables[1].name
+    shutil.copy(tables[1], other)
+    with fits.open(other, mode="update") as hdul:
+        hdul[0].header["HIERARCH ESO INS MODE"] = "WFM-AO-N"
+    frames = _frames(night, calib, 0)
+    frames["PIXTABLE_OBJECT"] = [tables[0], other]
+    with pytest.raises(RecipeError) as exc:
+        _scipost(night, "out-bad-mode", frames)
+    _assert_one_line(exc, other.name, "WFM-AO-N")
+
+
+def test_missing_response(night, calib):
+    frames = _frames(night, calib, 0)
+    del frames["STD_RESPONSE"]
+    with pytest.raises(RecipeError) as exc:
+        _scipost(night, "out-no-response", frames)
+    _assert_one_line(exc, "STD_RESPONSE")
+
+
+# --------------------------------------------------------------------------------------
+# pure steps
+# --------------------------------------------------------------------------------------
+
+
+def test_refractive_index_and_dar_direction():
+    from recipes.postprocess import dar_offsets, refractive_index_minus_one
+
+    # dry standard air (15 °C, 1013.25 hPa) at the HeNe line 6328 Å: n − 1 = 2.7653e-4 (Edlén)
+    n = refractive_index_minus_one(np.array([6328.0]), 15.0, 1013.25, 0.0)[0]
+    assert n == pytest.approx(2.7653e-4, rel=5e-4)
+    h = fits.Header({"ESO TEL AIRM START": 1.5, "ESO TEL AIRM END": 1.5, "ESO TEL PARANG START": 0.0,
+                     "ESO TEL AMBI TEMP": 10.0, "ESO TEL AMBI RHUM": 10.0,
+                     "ESO TEL AMBI PRES START": 743.0})  # fmt: skip
+    dxi, deta = dar_offsets(np.array([5000.0, 7000.0, 9000.0]), 7000.0, h)
+    # blue light is displaced towards the zenith (north here), so its correction points south
+    assert abs(dxi).max() < 1e-12 and deta[1] == 0.0 and deta[0] < -0.3 and 0 < deta[2] < 0.3
+
+
+def test_flux_calibration_formula():
+    from recipes.pixtable import make_pixtable
+    from recipes.fluxcal import telluric_at_airmass
+    from recipes.postprocess import flux_calibrate
+
+    n = 4
+    h = fits.Header({"EXPTIME": 100.0, "ESO TEL AIRM START": 1.2, "ESO TEL AIRM END": 1.4})
+    pt = make_pixtable({"xpos": np.zeros(n), "ypos": np.zeros(n), "lambda": [5000.0, 6000.0, 7000.0, 8000.0],
+                        "data": np.full(n, 250.0), "dq": np.zeros(n), "stat": np.full(n, 250.0),
+                        "origin": np.zeros(n)}, h)  # fmt: skip
+    response = (np.array([4000.0, 9000.0]), np.array([30.0, 30.0]))
+    extinction = (np.array([4000.0, 9000.0]), np.array([0.2, 0.2]))
+    telluric = (np.array([7500.0, 8500.0]), np.array([0.5, 0.5]))
+    flux_calibrate(pt, response, extinction, telluric)
+    expected = 250.0 / 100.0 / 1.25 / 10 ** (0.4 * 30.0) * 10 ** (0.4 * 0.2 * 1.3) * 1e20
+    t_x = telluric_at_airmass(0.5, 1.3)  # ftelluric is given at airmass 1
+    np.testing.assert_allclose(pt.data, [expected] * 3 + [expected / t_x], rtol=1e-6)
+    np.testing.assert_allclose(pt.stat, (pt.data / 250.0) ** 2 * 250.0, rtol=1e-5)
+    with pytest.raises(RecipeError, match="already flux calibrated"):
+        flux_calibrate(pt, response, extinction)
+
+
+def test_projection_follows_the_position_angle():
+    """Field +y points north at posang 0 and east at posang 90 (module doc of postprocess)."""
+    from recipes.pixtable import make_pixtable
+    from recipes.postprocess import project_to_sky
+
+    cd = np.array([[-0.2 / 3600, 0.0], [0.0, 0.2 / 3600]])
+    for posang, (e_ra, e_dec) in ((0.0, (0.0, 2.0)), (90.0, (2.0, 0.0))):
+        h = fits.Header({"RA": 150.0, "DEC": 0.0, "HIERARCH ESO INS DROT POSANG": posang})
+        pt = make_pixtable({"xpos": [0.0], "ypos": [10.0], "lambda": [6000.0], "data": [1.0], "dq": [0],
+                            "stat": [1.0], "origin": [0]}, h)  # fmt: skip
+        project_to_sky(pt, cd, (0.0, 0.0))
+        ra, dec = pt.celestial()
+        assert (ra[0] - 150.0) * 3600 == pytest.approx(e_ra, abs=1e-4)
+        assert dec[0] * 3600 == pytest.approx(e_dec, abs=1e-4)
+
+
+def test_sky_mask_fractions_and_clipped_means():
+    from recipes.skysub import FieldImage, clipped_bin_mean, sky_mask
+
+    image = FieldImage(np.arange(100, dtype=float).reshape(10, 10), 0, 0)
+    mask, low, high = sky_mask(image, 0.1, 0.05)
+    assert mask.sum() == 10 and (low, high) == (5.0, 14.0)
+    values = np.array([1.0, 1.1, 0.9, 1.0, 50.0, 2.0, 2.0, 2.1, 1.9])
+    bins = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
+    mean, keep = clipped_bin_mean(bins, values, 2, 5.0)
+    np.testing.assert_allclose(mean, [1.0, 2.0])
+    assert not keep[4] and keep.sum() == 8
+
+
+def test_darcheck_removes_an_injected_drift():
+    from recipes.pixtable import make_pixtable, WCS_PROJECTED, set_wcs_state
+    from recipes.postprocess import ARCSEC_PER_RAD, _set_tangent, check_dar, centroid_drift
+
+    rng = np.random.default_rng(1)
+    lam = np.repeat(np.linspace(5000, 9000, 40), 900)
+    gx, gy = np.meshgrid(np.arange(-15, 15) * 0.2, np.arange(-15, 15) * 0.2)
+    gx, gy = np.tile(gx.ravel(), 40), np.tile(gy.ravel(), 40)
+    drift = 0.3 * (lam - 7000) / 2000  # arcsec, east
+    data = 100 * np.exp(-0.5 * ((gx - drift) ** 2 + gy**2) / 0.35**2) + rng.normal(0, 0.1, lam.size)
+    h = fits.Header()
+    set_wcs_state(h, WCS_PROJECTED, (150.0, 0.0))
+    n = lam.size
+    pt = make_pixtable({"xpos": np.zeros(n), "ypos": np.zeros(n), "lambda": lam, "data": data, "dq": np.zeros(n),
+                        "stat": np.ones(n), "origin": np.zeros(n)}, h)  # fmt: skip
+    _set_tangent(pt, gx / ARCSEC_PER_RAD, gy / ARCSEC_PER_RAD)
+    measured = check_dar(pt, correct=True)
+    assert measured > 0.2
+    assert pt.header["ESO DRS MUSE PIXTABLE DAR CORRECT RESIDUAL"] < 0.03
+    _, cx, _ = centroid_drift(pt)
+    assert np.nanmax(np.abs(cx - np.nanmean(cx))) < 0.03
+
+
+def test_radial_velocity_correction():
+    from recipes.pixtable import make_pixtable
+    from recipes.postprocess import C_KMS, apply_rvcorr, rv_correction
+
+    h = fits.Header({"RA": 121.3, "DEC": -30.0, "MJD-OBS": 60380.07, "EXPTIME": 600.0})
+    bary, helio = rv_correction(h, "bary"), rv_correction(h, "helio")
+    assert 0.1 < abs(bary) < 30.5 and abs(bary - helio) < 0.05 and rv_correction(h, "none") == 0.0
+    assert abs(rv_correction(h, "geo")) < 0.5  # Earth rotation at Paranal: ≤ 0.43 km/s
+    pt = make_pixtable({"xpos": [0.0], "ypos": [0.0], "lambda": [6000.0], "data": [1.0], "dq": [0], "stat": [1.0],
+                        "origin": [0]}, h)  # fmt: skip
+    apply_rvcorr(pt, bary)
+    assert pt.lam[0] == pytest.approx(6000.0 * (1 + bary / C_KMS), abs=1e-3)
+    assert pt.header["ESO DRS MUSE PIXTABLE RVCORR"] == pytest.approx(bary)
+    with pytest.raises(RecipeError, match="MJD-OBS"):
+        rv_correction(fits.Header({"RA": 1.0, "DEC": 2.0}), "bary")
+
+
+def test_sky_model_with_slice_lsf_profiles(tmp_path):
+    """skymethod=model's pure steps: two slices with different LSF widths (LSF_PROFILE),
+    lines fitted on the mean spectrum and subtracted with each slice's own LSF."""
+    from recipes.lsfmodel import ProfileGrid, cube_hdu, read_lsf_profile
+    from recipes.pixtable import make_pixtable, pack_origin
+    from recipes.skysub import fit_sky_model, gaussian_lsf, mean_slice_lsf, profile_lsf, sky_spectrum, subtract_model
+
+    sigmas = {1: 0.9, 2: 1.3}
+    dlam = np.linspace(-8, 8, 161)
+    grid = ProfileGrid(dlam, np.array([5900.0, 6500.0]))
+    cube = np.zeros((48, 2, dlam.size))
+    for s, sig in sigmas.items():
+        cube[s - 1] = np.exp(-0.5 * (dlam / sig) ** 2) / (math.sqrt(2 * math.pi) * sig)
+    path = tmp_path / "LSF_PROFILE.fits"
+    fits.HDUList([fits.PrimaryHDU(), cube_hdu(1, cube, grid)]).writeto(path)
+    lines = Table({"name": ["a", "b", "c"], "group": [0, 0, 0], "lambda": [6100.0, 6203.5, 6300.3],
+                   "flux": [1.0, 1.0, 1.0]})  # fmt: skip
+    truth_flux = np.array([500.0, 300.0, 900.0])
+    rng = np.random.default_rng(3)
+    n = 40000
+    slice_no = np.repeat([1, 2], n // 2)
+    lam = rng.uniform(6000.0, 6400.0, n)
+    sky = 100.0 + 0.02 * (lam - 6200.0)
+    for ll, f in zip(lines["lambda"], truth_flux):
+        sky += f * np.exp(-0.5 * ((lam - ll) / np.vectorize(sigmas.get)(slice_no)) ** 2) / (
+            math.sqrt(2 * math.pi) * np.vectorize(sigmas.get)(slice_no))
+    data = sky + rng.normal(0, 0.5, n)
+    origin = pack_origin(np.ones(n, int), slice_no, np.full(n, 10), np.full(n, 100), np.zeros(n, int))
+    pt = make_pixtable({"xpos": np.zeros(n), "ypos": np.zeros(n), "lambda": lam, "data": data, "dq": np.zeros(n),
+                        "stat": np.full(n, 0.25), "origin": origin})  # fmt: skip
+    lsf = profile_lsf(read_lsf_profile(path))
+    spectrum = sky_spectrum(pt.lam, pt.data, pt.stat, 0.3125, 15.0)
+    model = fit_sky_model(spectrum, lines, mean_slice_lsf(pt, lsf))
+    np.testing.assert_allclose(model.flux, truth_flux, rtol=0.02)
+    before = pt.data.copy()
+    subtract_model(pt, model, lsf)
+    # one Gaussian of the mean width for both slices (the fallback without LSF_PROFILE)
+    single = make_pixtable({**pt.columns, "data": before}, pt.header)
+    subtract_model(single, fit_sky_model(spectrum, lines, mean_slice_lsf(pt, gaussian_lsf(1.1))), gaussian_lsf(1.1))
+    for s in (1, 2):
+        resid = pt.data[slice_no == s]
+        # noise 0.5; the rest comes from the 0.3125 Å bins of the spectrum at line peaks of ~400
+        assert abs(np.mean(resid)) < 0.05 and np.std(resid) < 1.5
+        assert np.std(single.data[slice_no == s]) > 3 * np.std(resid)
