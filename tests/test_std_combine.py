@@ -239,10 +239,12 @@ def test_an_unreadable_input_is_a_one_line_error(setup):
 
 
 @pytest.fixture
-def settings_file(setup, tmp_path):
-    settings, _ = setup
+def settings_file(setup, tmp_path, monkeypatch):
+    settings, database = setup
+    # The command must open the database the fixture filled (SQLite or PostgreSQL).
+    monkeypatch.setenv("MUSERED_TEST_STD_DB", database.url)
     path = tmp_path / "settings.yml"
-    path.write_text(yaml.safe_dump({"workdir": str(tmp_path), **SETTINGS,
+    path.write_text(yaml.safe_dump({"workdir": str(tmp_path), **SETTINGS, "db_env": "MUSERED_TEST_STD_DB",
                                     "recipes": {"muse_std_combine": {"method": "mean"}}}))
     return path
 
