@@ -61,10 +61,11 @@ from .registry import register
 from .tracing import Trace, slice_mask
 from .wavesolution import LAMP_IONS, LineCatalog, SliceSolution, WaveParams, calibrate_slice, line_fwhm_angstrom
 
-#: Calibration-unit lamp names in ``ESO INS LAMPi NAME`` and the DRS lamp each stands for.
-#: Only CU-LAMP3 = Ne was verified with the DRS (recipes.md §7); 4/5/6 follow the
-#: simulator's choice. The DRS lamp names themselves are accepted too.
-LAMP_NAMES = {"CU-LAMP3": "Ne", "CU-LAMP4": "Xe", "CU-LAMP5": "HgCd", "CU-LAMP6": "HgCd"}
+#: Calibration-unit lamp names in ``ESO INS LAMPi NAME`` and the DRS lamp each stands for,
+#: as the DRS 2.8.7 binary names them (CU-LAMP3 and CU-LAMP6 are two Ne lamps); its
+#: wavecal run on simulated arcs confirmed Ne, Xe and HgCd on LAMP3/4/5 (docs/simulator.md).
+#: The DRS lamp names themselves are accepted too.
+LAMP_NAMES = {"CU-LAMP3": "Ne", "CU-LAMP4": "Xe", "CU-LAMP5": "HgCd", "CU-LAMP6": "Ne"}
 #: Continuum lamps (lamp flats); ignored when looking for the arc lamp.
 CONTINUUM_LAMPS = ("CU-LAMP1", "CU-LAMP2")
 

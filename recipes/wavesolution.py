@@ -35,6 +35,7 @@ import numpy as np
 from scipy.ndimage import median_filter
 
 from .base import RecipeError
+from .instrument import wavecal_eval
 from .kernels.arclines import FWHM_PER_SIGMA, MIN_FLUX, NFIT, fit_lines_across, fit_peaks
 from .tracing import Trace, clipped_polyfit
 
@@ -161,16 +162,8 @@ def _raw_matrix(order: int, offset: float, scale: float) -> np.ndarray:
 
 
 def evaluate_2d(wlc: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """λ = Σ wlc[I, J] x^I y^J (Horner in both variables)."""
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    out = np.zeros(np.broadcast(x, y).shape)
-    for i in range(wlc.shape[0] - 1, -1, -1):
-        row = np.zeros_like(out)
-        for j in range(wlc.shape[1] - 1, -1, -1):
-            row = row * y + wlc[i, j]
-        out = out * x + row
-    return out
+    """λ = Σ wlc[I, J] x^I y^J in Å (the DRS WAVECAL_TABLE polynomial, 1-based x, y)."""
+    return wavecal_eval(wlc, x, y)
 
 
 def _weighted_lsq(design: np.ndarray, values: np.ndarray, weights: np.ndarray) -> np.ndarray:
