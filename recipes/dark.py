@@ -51,6 +51,7 @@ from .preprocess import (
     check_modes,
     combine_frames,
     combine_options,
+    exposure_times,
     load_raw_stack,
     optional_calib,
     prepare,
@@ -71,16 +72,7 @@ def exposure_scales(paths: list[Path], primaries: list[fits.Header], scale: bool
     rescaled from the mean exposure time to ``normalize`` s afterwards (``post``).
     Returns ``(factors, post, unit_seconds)``.
     """
-    times = []
-    for path, header in zip(paths, primaries):
-        try:
-            t = float(header["EXPTIME"])
-        except (KeyError, TypeError, ValueError):
-            raise RecipeError(f"{path}: EXPTIME missing or not a number") from None
-        if not t > 0:
-            raise RecipeError(f"{path}: EXPTIME must be > 0 for a dark, not {t}")
-        times.append(t)
-    times = np.array(times)
+    times = exposure_times(paths, primaries, "dark")
     if scale:
         unit = normalize if normalize > 0 else times[0]
         return unit / times, 1.0, float(unit)

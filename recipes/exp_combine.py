@@ -54,8 +54,7 @@ from .cube import (
     write_image_fov,
 )
 from .io import hkey
-from .kernels.resample import METHODS
-from .make_cube import apply_offsets, merge_tables, read_offsets, resample_options
+from .make_cube import apply_offsets, merge_tables, read_offsets, resample_options, resample_params
 from .pixtable import PixTable, pkey
 from .provenance import add_qc, product_header
 from .registry import register
@@ -70,19 +69,7 @@ _CHUNK = 4_000_000
 PARAMS = (
     Param("save", str, "cube",
           "products: cube (DATACUBE_FINAL, IMAGE_FOV, EXPMAP) and/or combined (PIXTABLE_COMBINED)"),
-    Param("resample", str, "drizzle", "resampling kernel for the output cube", choices=METHODS),
-    Param("dx", float, 0.0, "spaxel size in x [arcsec, or pix]; 0: 0.2 WFM, 0.025 NFM, 1 pix", minimum=0.0),
-    Param("dy", float, 0.0, "spaxel size in y [arcsec, or pix]; 0: as for dx", minimum=0.0),
-    Param("dlambda", float, 0.0, "wavelength step [Angstrom]; 0: natural sampling 1.25", minimum=0.0),
-    Param("crtype", str, "median", "statistics for cosmic-ray rejection during resampling",
-          choices=("iraf", "mean", "median")),
-    Param("crsigma", float, 10.0, "cosmic-ray rejection threshold [sigma]; <= 0 disables"),
-    Param("rc", float, 1.25, "critical radius for renka weighting [voxels]", minimum=1e-6),
-    Param("pixfrac", str, "0.6,0.6",
-          "drizzle pixel down-scaling: 1 value (all axes), 2 (spatial,spectral) or 3 (x,y,lambda)"),
-    Param("ld", int, 1, "loop distance: neighbouring voxels searched on each axis (not for nearest)", minimum=1),
-    Param("format", str, "Cube", "output format: Cube, or xCube with the filter images as extensions",
-          choices=("Cube", "xCube")),
+    *resample_params(crsigma=10.0, pixfrac="0.6,0.6"),
     Param("weight", str, "exptime", "exposure weighting: exptime, fwhm, header or none (keep the weight column)",
           choices=WEIGHTS),
     Param("filter", str, "white", "comma-separated filter names (EXTNAMEs of FILTER_LIST) for IMAGE_FOV"),

@@ -58,6 +58,7 @@ from .preprocess import (
     check_modes,
     combine_frames,
     combine_options,
+    exposure_times,
     load_raw_ccd,
     optional_calib,
     prepare,
@@ -154,16 +155,8 @@ def exposure_factors(paths: list[Path], primaries: list[fits.Header], scale: boo
     """Factors bringing every flat to the exposure time of the first (ones if not ``scale``)."""
     if not scale:
         return np.ones(len(paths))
-    times = []
-    for path, header in zip(paths, primaries):
-        try:
-            t = float(header["EXPTIME"])
-        except (KeyError, TypeError, ValueError):
-            raise RecipeError(f"{path}: EXPTIME missing or not a number") from None
-        if not t > 0:
-            raise RecipeError(f"{path}: EXPTIME must be > 0 for a lamp flat, not {t}")
-        times.append(t)
-    return times[0] / np.array(times)
+    times = exposure_times(paths, primaries, "lamp flat")
+    return times[0] / times
 
 
 def subtract_dark(master: CcdImage, dark_path: Path, ifu: int, exptime: float) -> None:

@@ -57,22 +57,31 @@ from .registry import register
 
 INPUT_TAGS = ("PIXTABLE_REDUCED", "PIXTABLE_OBJECT", "PIXTABLE_POSITIONED", "PIXTABLE_COMBINED")
 
+def resample_params(crsigma: float, pixfrac: str) -> tuple[Param, ...]:
+    """The resampling parameters shared by muse_scipost_make_cube, muse_scipost and
+    muse_exp_combine, in the DRS order; the DRS gives them different crsigma and pixfrac
+    defaults (15 and 0.8,0.8 for the first two, 10 and 0.6,0.6 for exp_combine)."""
+    return (
+        Param("resample", str, "drizzle", "resampling kernel for the output cube", choices=METHODS),
+        Param("dx", float, 0.0, "spaxel size in x [arcsec, or pix]; 0: 0.2 WFM, 0.025 NFM, 1 pix", minimum=0.0),
+        Param("dy", float, 0.0, "spaxel size in y [arcsec, or pix]; 0: as for dx", minimum=0.0),
+        Param("dlambda", float, 0.0, "wavelength step [Angstrom]; 0: natural sampling 1.25", minimum=0.0),
+        Param("crtype", str, "median", "statistics for cosmic-ray rejection during resampling",
+              choices=("iraf", "mean", "median")),
+        Param("crsigma", float, crsigma, "cosmic-ray rejection threshold [sigma] during resampling; <= 0 disables"),
+        Param("rc", float, 1.25, "critical radius for renka weighting [voxels]", minimum=1e-6),
+        Param("pixfrac", str, pixfrac,
+              "drizzle pixel down-scaling: 1 value (all axes), 2 (spatial,spectral) or 3 (x,y,lambda)"),
+        Param("ld", int, 1, "loop distance: neighbouring voxels searched on each axis (not for nearest)", minimum=1),
+        Param("format", str, "Cube", "output format: Cube, or xCube with the filter images as extensions",
+              choices=("Cube", "xCube")),
+    )  # fmt: skip
+
+
 PARAMS = (
     Param("lambdamin", float, 4000.0, "cut off the data below this wavelength [Angstrom] after loading"),
     Param("lambdamax", float, 10000.0, "cut off the data above this wavelength [Angstrom] after loading"),
-    Param("resample", str, "drizzle", "resampling kernel for the output cube", choices=METHODS),
-    Param("dx", float, 0.0, "spaxel size in x [arcsec, or pix]; 0: 0.2 WFM, 0.025 NFM, 1 pix", minimum=0.0),
-    Param("dy", float, 0.0, "spaxel size in y [arcsec, or pix]; 0: as for dx", minimum=0.0),
-    Param("dlambda", float, 0.0, "wavelength step [Angstrom]; 0: natural sampling 1.25", minimum=0.0),
-    Param("crtype", str, "median", "statistics for cosmic-ray rejection during resampling",
-          choices=("iraf", "mean", "median")),
-    Param("crsigma", float, 15.0, "cosmic-ray rejection threshold [sigma]; <= 0 disables"),
-    Param("rc", float, 1.25, "critical radius for renka weighting [voxels]", minimum=1e-6),
-    Param("pixfrac", str, "0.8,0.8",
-          "drizzle pixel down-scaling: 1 value (all axes), 2 (spatial,spectral) or 3 (x,y,lambda)"),
-    Param("ld", int, 1, "loop distance: neighbouring voxels searched on each axis (not for nearest)", minimum=1),
-    Param("format", str, "Cube", "output format: Cube, or xCube with the filter images as extensions",
-          choices=("Cube", "xCube")),
+    *resample_params(crsigma=15.0, pixfrac="0.8,0.8"),
     Param("stacked", bool, False, "also write the stacked 2D image OBJECT_RESAMPLED"),
     Param("filter", str, "white", "comma-separated filter names (EXTNAMEs of FILTER_LIST) for IMAGE_FOV"),
 )  # fmt: skip

@@ -736,3 +736,18 @@ def check_modes(paths: list[Path], primaries: list[fits.Header]) -> None:
                     f"{path}: {label} {header.get(key)!r} differs from {ref!r} of {paths[0].name}; "
                     "inputs must share one instrument mode and detector setup"
                 )
+
+
+def exposure_times(paths: list[Path], primaries: list[fits.Header], kind: str) -> np.ndarray:
+    """EXPTIME [s] of every input; RecipeError naming the file when it is missing or <= 0
+    (``kind`` names the frame type in the message, e.g. "lamp flat")."""
+    times = []
+    for path, header in zip(paths, primaries):
+        try:
+            t = float(header["EXPTIME"])
+        except (KeyError, TypeError, ValueError):
+            raise RecipeError(f"{path}: EXPTIME missing or not a number") from None
+        if not t > 0:
+            raise RecipeError(f"{path}: EXPTIME must be > 0 for a {kind}, not {t}")
+        times.append(t)
+    return np.array(times)

@@ -55,8 +55,7 @@ from .base import Calib, Param, Product, Recipe, RecipeError
 from .cube import collapse, grid_from_header, grid_from_pixtable, load_filter, make_cube, primary_from
 from .cube import read_output_wcs, write_datacube, write_image_fov
 from .io import hkey, read_primary_header
-from .kernels.resample import METHODS
-from .make_cube import apply_offsets, merge_tables, read_offsets, resample_options, to_positioned
+from .make_cube import apply_offsets, merge_tables, read_offsets, resample_options, resample_params, to_positioned
 from .pixtable import PixTable, pkey
 from .postprocess import (
     SPECTRAL_SAMPLING,
@@ -84,19 +83,7 @@ SPAXEL_AREA_ARCSEC2 = 0.04  # WFM spaxel; SKY_LINES fluxes are per arcsec²
 
 PARAMS = (
     Param("save", str, "cube,skymodel", "products to save, comma list of: " + ", ".join(SAVE_CHOICES)),
-    Param("resample", str, "drizzle", "resampling kernel for the output cube", choices=METHODS),
-    Param("dx", float, 0.0, "spaxel size in x [arcsec]; 0: 0.2 WFM, 0.025 NFM", minimum=0.0),
-    Param("dy", float, 0.0, "spaxel size in y [arcsec]; 0: as for dx", minimum=0.0),
-    Param("dlambda", float, 0.0, "wavelength step [Angstrom]; 0: natural sampling 1.25", minimum=0.0),
-    Param("crtype", str, "median", "statistics for cosmic-ray rejection during resampling",
-          choices=("iraf", "mean", "median")),
-    Param("crsigma", float, 15.0, "cosmic-ray rejection threshold [sigma] during resampling; <= 0 disables"),
-    Param("rc", float, 1.25, "critical radius for renka weighting [voxels]", minimum=1e-6),
-    Param("pixfrac", str, "0.8,0.8",
-          "drizzle pixel down-scaling: 1 value (all axes), 2 (spatial,spectral) or 3 (x,y,lambda)"),
-    Param("ld", int, 1, "loop distance: neighbouring voxels searched on each axis (not for nearest)", minimum=1),
-    Param("format", str, "Cube", "output format: Cube, or xCube with the filter images as extensions",
-          choices=("Cube", "xCube")),
+    *resample_params(crsigma=15.0, pixfrac="0.8,0.8"),
     Param("weight", str, "exptime", "exposure weighting: exptime, fwhm (EXPTIME / seeing^2) or none",
           choices=("exptime", "fwhm", "none")),
     Param("filter", str, "white", "comma-separated filter names (EXTNAMEs of FILTER_LIST) for IMAGE_FOV"),
