@@ -7,7 +7,7 @@ makes them; every 50th file with a small primary data array) into a temporary fo
 then, in the same run and on the same files:
 
 1. the floor: ``astropy.io.fits.getheader(path)`` for every file;
-2. ours: ``musered.ingest.read_primary_header(path)`` for every file (reads and parses
+2. ours: ``musered.fitsheader.read_primary_header(path)`` for every file (reads and parses
    every card into a dict, with the truncation checks update-db does);
 3. the full ``update_db`` into a new SQLite database (walk, read, derive columns, write).
 
@@ -32,7 +32,8 @@ sys.path.insert(0, str(ROOT))
 from conftest import write_raw_fits  # noqa: E402
 
 from musered.db import Database, sqlite_url  # noqa: E402
-from musered.ingest import read_primary_header, update_db  # noqa: E402
+from musered.fitsheader import read_primary_header  # noqa: E402
+from musered.ingest import update_db  # noqa: E402
 from musered.settings import settings_from_dict  # noqa: E402
 
 KINDS = ("BIAS", "FLAT", "ARC", "OBJECT", "OBJECT", "ILLUM")

@@ -25,7 +25,7 @@ from sqlalchemy import func, inspect, select
 
 from .db import Database, Flag, Raw, Reduced
 from .errors import MuseredError
-from .ingest import RAW_QUERY_COLUMNS, keyword_column, value_matches
+from .rawrows import RAW_QUERY_COLUMNS, keyword_column, value_matches
 
 NONE = "--"
 # Calibration DPR TYPEs in the order of a MUSE calibration plan.

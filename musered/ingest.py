@@ -1,6 +1,6 @@
 """``update-db``: ingest the primary headers of the raw files into the ``raw`` table.
 
-One table, :data:`KEYWORDS`, says which header keyword fills which ``raw`` column and how
+One table, :data:`musered.rawrows.KEYWORDS`, says which header keyword fills which ``raw`` column and how
 its value is converted (PyPeIt style: the whole header → metadata map in one place).
 Derived columns: ``night`` (cutoff rule, :mod:`musered.nights`), ``run``
 (``settings.run_of``), ``name`` (exposure name from the archive file name, else from
@@ -9,12 +9,7 @@ header value kept in ``OBJECT_ORIG``, ``excluded`` from ``frames.exclude.raw``.
 ``settings.additional_keywords`` go to the JSON column ``extra`` under their column name
 (``ESO OBS OBSERVER`` → ``OBS_OBSERVER``); the whole primary header goes to ``header``
 as JSON (COMMENT/HISTORY cards left out).
-
-Headers are read with a small FITS reader of our own (:func:`read_primary_header`): it
-reads only the primary header blocks (2880 bytes each) and parses the 80-character cards
-with one regular expression, which is several times faster than opening the file with
-astropy. ``.fits.fz`` files are read the same way (their primary HDU is the empty MUSE
-primary header); ``.fits.gz`` through :mod:`gzip`.
+Headers are read by :mod:`musered.fitsheader` and turned into rows by :mod:`musered.rawrows`.
 
 Bad files (empty, non-FITS such as an HTML login page saved as ``.fits``, truncated,
 without DATE-OBS) are reported with their reason in :class:`IngestReport.failed`; they
@@ -30,14 +25,10 @@ database as locked; two ``update-db`` running at once on one file lose no rows.
 from __future__ import annotations
 
 import datetime as dt
-import gzip
 import logging
-import math
 import os
 import random
-import re
 import time
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,361 +39,17 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from .db import Database, Raw
 from .errors import MuseredError
-from .nights import DEFAULT_NIGHT_CUTOFF, exposure_name, night_of, parse_date_obs
+from .fitsheader import HeaderError, read_primary_header
+from .rawrows import RowContext, header_to_row
 
 logger = logging.getLogger(__name__)
 
 RAW_SUFFIXES = (".fits", ".fits.fz", ".fits.gz")
 NIGHTLOG_SUFFIX = ".NL.txt"
-BLOCK = 2880
-CARD = 80
 BATCH_SIZE = 200
 # Below this many files to read, a progress bar only flickers.
 PROGRESS_MIN_FILES = 50
 LOCK_RETRIES = 10
-
-
-# --------------------------------------------------------------------------------------
-# Header keyword -> raw column
-
-
-def _as_str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _as_float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-@dataclass(frozen=True)
-class Keyword:
-    """One header keyword ingested as a raw column."""
-
-    keyword: str  # FITS keyword as astropy spells it (HIERARCH dropped): 'ESO DPR TYPE'
-    column: str  # raw column: 'DPR_TYPE'
-    convert: Callable[[Any], Any]
-
-
-KEYWORDS: tuple[Keyword, ...] = (
-    Keyword("ARCFILE", "ARCFILE", _as_str),
-    Keyword("MJD-OBS", "MJD_OBS", _as_float),
-    Keyword("EXPTIME", "EXPTIME", _as_float),
-    Keyword("OBJECT", "OBJECT_ORIG", _as_str),  # OBJECT is the dataset-mapped value
-    Keyword("ESO DPR CATG", "DPR_CATG", _as_str),
-    Keyword("ESO DPR TYPE", "DPR_TYPE", _as_str),
-    Keyword("ESO DPR TECH", "DPR_TECH", _as_str),
-    Keyword("ESO PRO CATG", "PRO_CATG", _as_str),
-    Keyword("ESO TPL START", "TPL_START", _as_str),
-    Keyword("ESO TPL ID", "TPL_ID", _as_str),
-    Keyword("ESO INS MODE", "INS_MODE", _as_str),
-    Keyword("ESO INS TEMP7 VAL", "INS_TEMP7_VAL", _as_float),
-)
-# DATE-OBS -> DATE_OBS is parsed separately: it drives night and name and must be valid.
-
-
-def keyword_column(keyword: str) -> str:
-    """Column name of a FITS keyword: ``ESO OBS OBSERVER`` → ``OBS_OBSERVER``.
-
-    ``HIERARCH`` and a leading ``ESO`` are dropped; spaces, dots and dashes become ``_``.
-
-    >>> keyword_column("ESO OBS OBSERVER"), keyword_column("HIERARCH ESO TEL AIRM START")
-    ('OBS_OBSERVER', 'TEL_AIRM_START')
-    >>> keyword_column("DATE-OBS")
-    'DATE_OBS'
-    """
-    name = normalize_keyword(keyword)
-    if name.startswith("ESO "):
-        name = name[4:]
-    return re.sub(r"[ .\-]+", "_", name)
-
-
-def normalize_keyword(keyword: str) -> str:
-    """The header dictionary key of a keyword: upper case, no HIERARCH, dots as spaces."""
-    name = keyword.strip().upper()
-    if name.startswith("HIERARCH "):
-        name = name[9:].strip()
-    return " ".join(name.replace(".", " ").split())
-
-
-# --------------------------------------------------------------------------------------
-# Fast primary-header reader
-
-
-class HeaderError(Exception):
-    """A file whose primary header cannot be read; ``str()`` is the reason."""
-
-
-_END_CARD = b"END" + b" " * 77
-# One card per line: HIERARCH key, standard key with value indicator, or CONTINUE.
-_CARD_RE = re.compile(
-    r"^(?:HIERARCH +(?P<hkey>[^=\n]*?) *= ?|(?P<key>[A-Z0-9_-]{1,8}) *= |(?P<cont>CONTINUE)  )"
-    r" *(?P<value>'(?:[^'\n]|'')*'|[^/\n]*?) *(?:/[^\n]*)?$",
-    re.MULTILINE,
-)
-_INT_RE = re.compile(r"[+-]?\d+")
-# FITS headers hold printable ASCII only (0x20-0x7E); anything else is a corrupt file.
-_PRINTABLE = bytes(range(0x20, 0x7F))
-
-
-def _open_raw(path: Path):
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rb")
-    return open(path, "rb")
-
-
-def _read_header_bytes(path: Path) -> tuple[bytes, int]:
-    """The primary header up to (excluding) its END card, and its padded length in bytes."""
-    first_read = BLOCK * 16
-    try:
-        with _open_raw(path) as fh:
-            buf = fh.read(first_read)
-            if not buf:
-                raise HeaderError("empty file")
-            if not buf.startswith(b"SIMPLE  ="):
-                raise HeaderError(f"not a FITS file (starts with {_preview(buf)})")
-            search_from = 0
-            while True:
-                end = buf.find(_END_CARD, search_from)
-                while end != -1 and end % CARD:
-                    end = buf.find(_END_CARD, end + 1)
-                if end != -1:
-                    break
-                search_from = max(0, len(buf) - len(buf) % CARD - CARD)
-                more = fh.read(len(buf))  # double the buffer each round
-                if not more:
-                    raise HeaderError(f"truncated header (no END card in {len(buf)} bytes)")
-                buf += more
-    except HeaderError:
-        raise
-    except (OSError, EOFError, zlib.error) as exc:
-        raise HeaderError(f"unreadable: {exc.strerror or exc}") from None
-    return buf[:end], -(-(end + CARD) // BLOCK) * BLOCK
-
-
-def _preview(buf: bytes) -> str:
-    text = buf[:40].decode("ascii", "replace")
-    text = "".join(ch if ch.isprintable() else "?" for ch in text).strip()
-    return repr(text[:30] + ("..." if len(text) > 30 else ""))
-
-
-_LOGICAL = {"T": True, "F": False}
-
-
-def _parse_value(text: str) -> Any:
-    if not text:
-        return None
-    if text[0] == "'":
-        value = text[1:-1]
-        return (value.replace("''", "'") if "''" in value else value).rstrip()
-    if text in _LOGICAL:
-        return _LOGICAL[text]
-    if _INT_RE.fullmatch(text):
-        return int(text)
-    try:
-        number = float(text.replace("D", "E").replace("d", "e"))
-    except ValueError:
-        return text  # complex values and oddities stay as written
-    return number if math.isfinite(number) else text
-
-
-def parse_header_cards(raw: bytes) -> dict[str, Any]:
-    """Keyword → value of the header cards (first occurrence wins, as astropy's lookup).
-
-    HIERARCH keywords are stored without ``HIERARCH`` (``ESO DPR TYPE``); long strings
-    (``&`` + ``CONTINUE``) are joined; COMMENT, HISTORY and blank cards are left out.
-    Values are JSON-safe: str, int, float (finite), bool or None.
-    """
-    if raw.translate(None, _PRINTABLE):
-        raise HeaderError("not a FITS file (non-printable bytes in the header)")
-    text = raw.decode("ascii")
-    lines = "\n".join([text[i : i + CARD] for i in range(0, len(text), CARD)])
-    header: dict[str, Any] = {}
-    last_key = None
-    for hkey, key, cont, value in _CARD_RE.findall(lines):
-        if cont:
-            previous = header.get(last_key) if last_key else None
-            if isinstance(previous, str) and previous.endswith("&") and value.startswith("'"):
-                joined = previous[:-1] + _parse_value(value)
-                header[last_key] = joined if joined.endswith("&") else joined.rstrip()
-            continue
-        name = (hkey if "  " not in hkey else " ".join(hkey.split())) if hkey else key
-        if name not in header:
-            header[name] = _parse_value(value)
-            last_key = name
-        else:
-            last_key = None
-    return header
-
-
-def read_primary_header(path: str | Path, check_size: bool = True) -> dict[str, Any]:
-    """The primary header of a FITS file (.fits, .fits.fz, .fits.gz) as a dict.
-
-    Raises :class:`HeaderError` for an empty, non-FITS or truncated file. With
-    ``check_size`` an uncompressed-on-disk file must be a whole number of 2880-byte
-    blocks and hold the primary data its header announces (cheap truncation checks;
-    skipped for .gz, whose size says nothing without decompressing).
-    """
-    path = Path(path)
-    raw, header_bytes = _read_header_bytes(path)
-    header = parse_header_cards(raw)
-    if header.get("SIMPLE") is not True:
-        raise HeaderError("not a standard FITS file (SIMPLE is not T)")
-    if check_size and not path.name.endswith(".gz"):
-        size = path.stat().st_size
-        data_bytes = _primary_data_bytes(header)
-        if size < header_bytes + data_bytes:
-            raise HeaderError(
-                f"truncated file ({size} bytes, the primary HDU alone needs {header_bytes + data_bytes})"
-            )
-        if size % BLOCK:
-            raise HeaderError(f"truncated file ({size} bytes is not a multiple of {BLOCK})")
-    return header
-
-
-def _primary_data_bytes(header: dict[str, Any]) -> int:
-    naxis = header.get("NAXIS")
-    if not isinstance(naxis, int) or naxis <= 0:
-        return 0
-    count = 1
-    for axis in range(1, naxis + 1):
-        length = header.get(f"NAXIS{axis}")
-        if not isinstance(length, int) or length < 0:
-            raise HeaderError(f"corrupt header (NAXIS{axis} = {length!r})")
-        count *= length
-    bitpix = header.get("BITPIX")
-    if bitpix not in (8, 16, 32, 64, -32, -64):
-        raise HeaderError(f"corrupt header (BITPIX = {bitpix!r})")
-    return count * abs(bitpix) // 8
-
-
-# --------------------------------------------------------------------------------------
-# Header -> raw row
-
-
-@dataclass
-class RowContext:
-    """What turning a header into a raw row needs from the settings, computed once."""
-
-    night_cutoff: dt.time = DEFAULT_NIGHT_CUTOFF
-    additional: tuple[tuple[str, str], ...] = ()  # (normalized keyword, column)
-    object_map: dict[str, str] = field(default_factory=dict)
-    run_of: Callable[[str], str | None] = lambda night: None
-    exclusions: tuple[dict[str, Any], ...] = ()
-
-    @classmethod
-    def from_settings(cls, settings) -> RowContext:
-        additional = tuple(
-            (normalize_keyword(kw), keyword_column(kw)) for kw in (settings.additional_keywords or [])
-        )
-        exclusions = _exclusion_queries(settings, {column for _, column in additional})
-        return cls(
-            night_cutoff=settings.night_cutoff or DEFAULT_NIGHT_CUTOFF,
-            additional=additional,
-            object_map=dict(settings.object_to_dataset()),
-            run_of=settings.run_of,
-            exclusions=exclusions,
-        )
-
-
-RAW_QUERY_COLUMNS = frozenset(c.name for c in Raw.__table__.columns) - {"header", "extra"}
-
-
-def _exclusion_queries(settings, extra_columns: set[str]) -> tuple[dict[str, Any], ...]:
-    frames = getattr(settings, "frames", None) or {}
-    queries = (frames.get("exclude") or {}).get("raw") or []
-    if isinstance(queries, dict):
-        queries = [queries]
-    checked = []
-    for i, query in enumerate(queries):
-        if not isinstance(query, dict) or not query:
-            raise MuseredError(f"frames.exclude.raw[{i}]: expected a mapping of column: value(s), got {query!r}")
-        for column in query:
-            if column not in RAW_QUERY_COLUMNS and column not in extra_columns:
-                known = ", ".join(sorted(RAW_QUERY_COLUMNS | extra_columns))
-                raise MuseredError(f"frames.exclude.raw[{i}]: unknown raw column {column!r} (known: {known})")
-        checked.append(query)
-    return tuple(checked)
-
-
-def value_matches(value: Any, wanted: Any) -> bool:
-    """Whether a raw value equals a settings value (or one of a list of values).
-
-    Numbers compare as numbers, everything else as text, so a YAML date
-    ``2018-08-11`` matches the night string ``'2018-08-11'`` and ``'600'`` matches 600.0.
-
-    >>> value_matches(600.0, "600"), value_matches("2018-08-11", ["2018-08-10", "2018-08-11"])
-    (True, True)
-    """
-    if isinstance(wanted, (list, tuple, set)):
-        return any(value_matches(value, item) for item in wanted)
-    if value is None or wanted is None:
-        return value is None and wanted is None
-    if isinstance(wanted, (int, float)) and not isinstance(wanted, bool):
-        number = _as_float(value)
-        return number is not None and number == float(wanted)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        wanted_number = _as_float(wanted)  # settings give values as text: '600' vs 600.0
-        return wanted_number is not None and float(value) == wanted_number
-    if isinstance(value, dt.datetime):
-        value = value.isoformat()
-    return str(value) == str(wanted)
-
-
-def row_matches(row: dict[str, Any], query: dict[str, Any]) -> bool:
-    """All items of ``query`` match the row (columns first, then ``extra``)."""
-    extra = row.get("extra") or {}
-    for column, wanted in query.items():
-        value = row.get(column) if column in RAW_QUERY_COLUMNS else extra.get(column)
-        if not value_matches(value, wanted):
-            return False
-    return True
-
-
-def header_to_row(path: Path, header: dict[str, Any], context: RowContext) -> dict[str, Any]:
-    """The raw row of a file, without the bookkeeping columns (size, mtime, ingested).
-
-    Raises :class:`HeaderError` for a raw frame (DPR keywords) without a valid DATE-OBS,
-    and for a FITS file that is neither a raw frame nor a product (no DPR nor PRO CATG).
-    """
-    row: dict[str, Any] = {kw.column: kw.convert(header.get(kw.keyword)) for kw in KEYWORDS}
-    row["path"], row["filename"] = str(path), path.name
-    is_raw = any(header.get(f"ESO DPR {k}") is not None for k in ("CATG", "TYPE", "TECH"))
-    if not is_raw and row["PRO_CATG"] is None:
-        raise HeaderError("no ESO DPR keywords nor ESO PRO CATG: not a MUSE raw file or product")
-    date_obs = None
-    if header.get("DATE-OBS") is not None:
-        try:
-            date_obs = parse_date_obs(header["DATE-OBS"])
-        except ValueError as exc:
-            if is_raw:
-                raise HeaderError(str(exc)) from None
-    elif is_raw:
-        raise HeaderError("no DATE-OBS in the primary header")
-    row["DATE_OBS"] = date_obs
-    row["night"] = night_of(date_obs, context.night_cutoff) if date_obs else None
-    row["run"] = context.run_of(row["night"]) if row["night"] else None
-    row["name"] = exposure_name(path.name, date_obs)
-    original = row["OBJECT_ORIG"]
-    row["OBJECT"] = context.object_map.get(original, original) if original is not None else None
-    row["extra"] = {column: header.get(keyword) for keyword, column in context.additional}
-    row["header"] = header
-    row["excluded"] = any(row_matches(row, query) for query in context.exclusions)
-    for column, length in _STRING_LENGTHS.items():
-        value = row.get(column)
-        if isinstance(value, str) and len(value) > length:
-            row[column] = value[:length]  # the full value stays in the header JSON
-    return row
-
-
-_STRING_LENGTHS = {
-    c.name: c.type.length for c in Raw.__table__.columns if getattr(c.type, "length", None)
-}
 
 
 # --------------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ import musered.nights
 from musered.cli import cli
 from musered.db import Database, Raw
 from musered.errors import MuseredError
-from musered.ingest import HeaderError, keyword_column, parse_header_cards, read_primary_header, update_db
+from musered.fitsheader import HeaderError, parse_header_cards, read_primary_header
+from musered.ingest import update_db
+from musered.rawrows import keyword_column
 from musered.nights import exposure_name, format_timestamp, night_of, parse_date_obs
 from musered.settings import settings_from_dict
 
