@@ -66,6 +66,7 @@ class IngestReport:
     excluded: int = 0  # among the rows written by this run
     failed: list[tuple[str, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # rows whose file is gone (kept)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)  # (path left out, copy ingested)
     weather_rows: int = 0  # weather rows written from night logs
     nightlogs: int = 0  # night logs read
     nightlog_warnings: list[tuple[str, str]] = field(default_factory=list)
@@ -86,6 +87,9 @@ class IngestReport:
                 f"{self.nightlogs} night logs: {self.weather_rows} weather rows, "
                 f"{len(self.nightlog_warnings)} skipped"
             )
+        if self.duplicates:
+            lines.append(f"{len(self.duplicates)} files left out: another compression of the same exposure "
+                         "is in the same folder")
         if self.missing:
             lines.append(f"{len(self.missing)} files in the database are no longer in raw_path (rows kept)")
         for path, reason in self.failed:
@@ -108,6 +112,33 @@ def find_files(raw_path: Path) -> tuple[list[Path], list[Path]]:
     return sorted(fits_files), sorted(nightlogs)
 
 
+def drop_other_compressions(fits_files: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """One file per exposure and folder: ``X.fits`` before ``X.fits.fz`` before ``X.fits.gz``.
+
+    The archive delivers ``.fits.fz``; users often unpack next to it. Ingesting both would
+    make every exposure appear twice in ``raw`` and in every recipe's input.
+    Returns the files kept (sorted) and the ``(left out, kept)`` pairs.
+    """
+    chosen: dict[tuple[Path, str], Path] = {}
+    left_out: list[tuple[Path, Path]] = []
+    for path in sorted(fits_files, key=lambda p: (p.parent, _exposure_stem(p.name)[0], _exposure_stem(p.name)[1])):
+        stem, _ = _exposure_stem(path.name)
+        key = (path.parent, stem)
+        if key in chosen:
+            left_out.append((path, chosen[key]))
+        else:
+            chosen[key] = path
+    return sorted(chosen.values()), left_out
+
+
+def _exposure_stem(name: str) -> tuple[str, int]:
+    """The name without its FITS suffix, and the suffix's rank in :data:`RAW_SUFFIXES`."""
+    for rank, suffix in enumerate(RAW_SUFFIXES):
+        if name.endswith(suffix):
+            return name[: -len(suffix)], rank
+    return name, len(RAW_SUFFIXES)
+
+
 def update_db(settings, database: Database, force: bool = False, progress: bool = True) -> IngestReport:
     """Ingest new and changed raw files and night logs of ``settings.raw_path``.
 
@@ -124,10 +155,12 @@ def update_db(settings, database: Database, force: bool = False, progress: bool 
     context = RowContext.from_settings(settings)
     report = IngestReport()
     fits_files, nightlogs = find_files(raw_path)
+    fits_files, duplicates = drop_other_compressions(fits_files)
+    report.duplicates = [(str(extra), str(kept)) for extra, kept in duplicates]
 
     known = _retry_locked(lambda: _known_files(database))
     todo: list[tuple[Path, os.stat_result]] = []
-    seen: set[str] = set()
+    seen: set[str] = {extra for extra, _ in report.duplicates}  # not "missing": left out on purpose
     for path in fits_files:
         key = str(path)
         seen.add(key)
@@ -144,6 +177,8 @@ def update_db(settings, database: Database, force: bool = False, progress: bool 
     report.missing = sorted(set(known) - seen)
 
     writer = _RowWriter(database, known, report)
+    for extra, _ in report.duplicates:
+        writer.forget(extra)  # ingested by an earlier run, before its twin appeared
     with _progress(progress and len(todo) >= PROGRESS_MIN_FILES, len(todo)) as advance:
         for path, stat in todo:
             try:
@@ -219,7 +254,7 @@ class _RowWriter:
             self.flush()
 
     def forget(self, path: str) -> None:
-        """A known file that became unreadable: its row goes."""
+        """A known file that became unreadable or is left out as a duplicate: its row goes."""
         if path in self.known:
             self.stale.append(path)
 

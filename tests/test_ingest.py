@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 import musered.ingest
+import musered.rawrows
 import musered.nights
 from musered.cli import cli
 from musered.db import Database, Raw
@@ -31,8 +32,9 @@ from conftest import write_raw_fits  # noqa: E402
 
 
 def test_doctests():
-    for module in (musered.nights, musered.ingest):
-        assert doctest.testmod(module).failed == 0
+    for module in (musered.nights, musered.rawrows):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module
 
 
 # --------------------------------------------------------------------------------------
@@ -359,6 +361,23 @@ def test_update_db_removed_files_are_reported(settings, database):
     report = update_db(settings, database, progress=False)
     assert report.missing == [str(a)]
     assert "1 files in the database are no longer in raw_path" in report.summary()
+
+
+def test_update_db_takes_one_compression_of_an_exposure(settings, database):
+    """X.fits next to X.fits.fz is one exposure: the unpacked file is ingested, the other is
+    reported; a twin appearing after its first copy was ingested takes that row's place."""
+    name = "MUSE.2017-06-16T01:00:00.000"
+    packed = write_raw_fits(settings.raw_path / f"{name}.fits.fz", kind="OBJECT")
+    write_raw_fits(settings.raw_path / "other" / f"{name}.fits", kind="OBJECT")  # other folder: kept
+    update_db(settings, database, progress=False)
+    assert len(raw_rows(database)) == 2
+    unpacked = write_raw_fits(settings.raw_path / f"{name}.fits", kind="OBJECT")
+    report = update_db(settings, database, progress=False)
+    assert report.duplicates == [(str(packed), str(unpacked))] and report.missing == []
+    assert "1 files left out: another compression" in report.summary()
+    with database.session() as session:
+        paths = sorted(session.scalars(select(Raw.path)))
+    assert paths == sorted([str(unpacked), str(settings.raw_path / "other" / f"{name}.fits")])
 
 
 # --------------------------------------------------------------------------------------
