@@ -182,6 +182,49 @@ def adql_condition(column: str, value) -> str:
     return f"{column} = {adql_literal(value)}"
 
 
+# MuseRed's archive_filter used the WDB "Raw Data Query Form" field names
+# (astroquery.Eso.query_instrument column_filters); the TAP table names some differently.
+WDB_TO_TAP_COLUMNS = {"obs_targ_name": "target"}
+# WDB date fields (UT dates, both ends included) -> a condition on the TAP exposure start.
+WDB_DATE_FIELDS = ("stime", "etime")
+# WDB form options that are not filters.
+WDB_FORM_OPTIONS = ("max_rows_returned", "wdbo", "top", "tab_dp_id")
+
+
+def filter_terms(archive_filter: dict) -> list[str]:
+    """ADQL WHERE terms of a dataset's ``archive_filter``, accepting MuseRed's WDB names.
+
+    ``obs_targ_name`` becomes ``target``; ``stime``/``etime`` (UT dates, inclusive) become
+    bounds on ``exp_start``; WDB form options (``max_rows_returned`` ...) are dropped. Each
+    translation is logged once, so that a MuseRed settings file works unchanged and the
+    user learns the TAP spelling.
+    """
+    terms = []
+    for key, value in archive_filter.items():
+        if key in WDB_FORM_OPTIONS:
+            logger.warning("archive_filter %s: a WDB form option, not a filter: ignored "
+                           "(use retrieve_data.row_limit for the number of rows)", key)
+            continue
+        if key in WDB_DATE_FIELDS:
+            try:
+                day = value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value).strip()[:10])
+            except ValueError:
+                raise MuseredError(f"archive_filter {key}: {value!r} is not a date (YYYY-MM-DD)") from None
+            if key == "stime":
+                terms.append(f"exp_start >= {adql_literal(day.isoformat())}")
+            else:
+                terms.append(f"exp_start < {adql_literal((day + dt.timedelta(days=1)).isoformat())}")
+            logger.info("archive_filter %s (WDB form name): exp_start %s %s", key,
+                        ">=" if key == "stime" else "<=", day.isoformat())
+            continue
+        if key in WDB_TO_TAP_COLUMNS:
+            logger.info("archive_filter %s (WDB form name) is the archive's TAP column %s",
+                        key, WDB_TO_TAP_COLUMNS[key])
+            key = WDB_TO_TAP_COLUMNS[key]
+        terms.append(adql_condition(key, value))
+    return terms
+
+
 class TapQuery:
     """Queries of the archive's raw-data table over TAP (synchronous, pyvo)."""
 
@@ -240,7 +283,7 @@ class TapQuery:
                       end: dt.date | None = None) -> list[ArchiveFile]:
         """Science files matching a dataset's ``archive_filter``, observed in [start, end] (UT dates)."""
         filters = dict(archive_filter)
-        terms = [adql_condition(key, value) for key, value in filters.items()]
+        terms = filter_terms(filters)
         if "dp_cat" not in filters:
             terms.append("dp_cat = 'SCIENCE'")
         if start is not None:

@@ -18,6 +18,7 @@ from musered.archive import (
     ArchiveConfig,
     Rejected,
     adql_condition,
+    filter_terms,
     local_files,
     verify_delivery,
 )
@@ -387,6 +388,26 @@ def test_bad_filter_column_is_reported_by_the_archive(project, fake, tmp_path):
     assert result.exit_code == 1
     assert result.output.startswith("Error: archive query rejected by")
     assert "no_such_column" in result.output
+
+
+def test_wdb_form_names_in_archive_filter_are_translated(project, fake):
+    """A MuseRed settings file queries with WDB form names: obs_targ_name, stime, etime."""
+    data = yaml.safe_load(project.read_text())
+    data["datasets"]["IC4406"]["archive_filter"] = {"obs_targ_name": "IC4406", "stime": "2017-06-01",
+                                                   "etime": "2017-06-30", "max_rows_returned": 5000}
+    project.write_text(yaml.safe_dump(data))
+    result = run(project, "IC4406", "--no-update-db", "--dry-run")
+    assert result.exit_code == 0, result.output
+    science = [q for q in fake.queries if "SCIENCE" in q][-1]
+    assert "target = 'IC4406'" in science and "obs_targ_name" not in science
+    assert "exp_start >= '2017-06-01'" in science and "exp_start < '2017-07-01'" in science
+    assert "max_rows_returned" not in science
+    assert SCI1 in result.output
+
+
+def test_wdb_date_filter_must_be_a_date():
+    with pytest.raises(MuseredError, match="archive_filter stime: 'soon' is not a date"):
+        filter_terms({"stime": "soon"})
 
 
 def test_help_query_lists_the_archive_columns(project, fake):
