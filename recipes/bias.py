@@ -28,12 +28,10 @@ from astropy.io import fits
 from .base import Calib, Param, Product, Recipe, RecipeError
 from .io import (
     CcdImage,
-    ProductWriter,
-    chan_name,
     hkey,
-    prefetch_raw_ifu,
     read_badpix_table,
     read_primary_header,
+    write_ifu_images,
 )
 from .kernels.overscan import SATURATION_LIMIT, grouped_median, histogram_u16
 from .preprocess import (
@@ -238,22 +236,8 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
         [(badpix, "BADPIX_TABLE")] if badpix else [], template=primaries[0],
     )  # fmt: skip
     out = Path(outdir) / "MASTER_BIAS.fits"
-    qc: dict[str, float | int | str] = {}
-    try:
-        writer = ProductWriter(out, header)
-        for k, ifu in enumerate(ifus):
-            if k + 1 < len(ifus):  # let the disk read the next IFU while this one computes
-                for path in paths:
-                    prefetch_raw_ifu(path, ifus[k + 1])
-            master = master_bias_ifu(paths, primaries, ifu, params, badpix)
-            writer.add_image(ifu, master, "adu", "(adu)**2")
-            for card in master.header.cards:
-                if card.keyword.startswith("ESO QC "):
-                    qc[f"{chan_name(ifu)} {card.keyword[4:]}"] = card.value
-            del master
-    except BaseException:
-        out.unlink(missing_ok=True)  # nothing half-written stays behind
-        raise
+    qc = write_ifu_images(out, header, ifus, paths,
+                          lambda ifu: master_bias_ifu(paths, primaries, ifu, params, badpix), "adu", "(adu)**2")
     return [Product(out, "MASTER_BIAS", tuple(ifus), qc)]
 
 

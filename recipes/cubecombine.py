@@ -9,8 +9,11 @@ median (``method=median``). The recipe reads as its steps:
 1. open the cubes (memory-mapped) and check that they share the shape and the WCS of the
    first one (RecipeError naming the file that differs);
 2. for each slab of wavelength planes, read DATA and STAT of every cube and combine them;
-   the next slab is read (in a thread) while the kernel works on the current one, and the
-   two slabs together hold at most ``max_voxels`` input voxels;
+   the next slab is read (in a thread) while the kernel works on the current one, into
+   two buffers allocated once that together hold at most ``max_voxels`` input voxels.
+   Plain float32 extensions are read with ``pread`` straight into the buffer (no
+   memory map, no converting copy; other encodings go through astropy); the kernel
+   swaps the bytes to native order block by block and writes into the output cubes;
 3. write DATACUBE_FINAL (DATA = combined mean, STAT = variance per ``var``),
    EXPMAP_CUBE (number of exposures kept per voxel, int16), EXPMAP_IMAGE (the mean over
    wavelength of EXPMAP_CUBE: the effective number of exposures per spaxel), STATPIX (per
@@ -23,6 +26,8 @@ Arrays are ``[z, y, x]`` (0-based); wavelengths in Å. The output cubes are held
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +43,8 @@ from .kernels.cubecombine import METHODS, VAR_MODES, combine_slab
 from .provenance import add_qc, product_header
 from .registry import register
 
+#: the slabs hold FITS (big-endian) bytes; the kernel swaps them on little-endian machines
+SWAP_BYTES = sys.byteorder == "little"
 MAX_VOXELS = 64_000_000  # input voxels of all cubes together per slab (≈ 512 MB for DATA + STAT)
 
 PARAMS = (
@@ -112,15 +119,45 @@ class _CubeReader:
         self.shape = tuple(int(s) for s in shape)
         self.grid = grid_of(self.data.header, self.shape, str(self.path))
         self.primary = self.hdul[0].header
+        self.fd = os.open(self.path, os.O_RDONLY)
+        self.raw = {id(h): self._raw_offset(h) for h in (self.data, self.stat) if h is not None}
+
+    def _raw_offset(self, hdu) -> int | None:
+        """File offset of the HDU's pixels if they are plain big-endian float32 (BITPIX −32,
+        not scaled, not compressed) and can be read straight into a buffer; else None."""
+        h = hdu.header
+        if (isinstance(hdu, fits.CompImageHDU) or h.get("BITPIX") != -32 or float(h.get("BSCALE", 1)) != 1.0
+                or float(h.get("BZERO", 0)) != 0.0):  # fmt: skip
+            return None
+        return int(self.hdul.fileinfo(self.hdul.index(hdu))["datLoc"])
+
+    def _read_planes(self, hdu, z0: int, z1: int, out: np.ndarray) -> None:
+        nz, ny, nx = self.shape
+        offset = self.raw[id(hdu)]
+        if offset is None:  # any other encoding: astropy converts, then to big-endian like the rest
+            out.reshape(z1 - z0, ny, nx)[...] = hdu.data[z0:z1]
+            if SWAP_BYTES:
+                out.byteswap(inplace=True)
+            return
+        # pread straight into the buffer: no memory map to fault in and no converting copy
+        # (astropy's path, the slowest part of a large combination); the kernel swaps bytes
+        view = memoryview(out).cast("B")
+        start, done = offset + z0 * ny * nx * 4, 0
+        while done < view.nbytes:
+            got = os.preadv(self.fd, [view[done:]], start + done)
+            if got <= 0:
+                raise RecipeError(f"{self.path}: file ends inside {hdu.name} (truncated?)")
+            done += got
 
     def read_into(self, z0: int, z1: int, data_out: np.ndarray, stat_out: np.ndarray | None) -> None:
-        """Planes [z0, z1) of DATA (and STAT) into flat float32 buffers (one converting copy)."""
-        nz, ny, nx = self.shape
-        data_out.reshape(z1 - z0, ny, nx)[...] = self.data.data[z0:z1]
+        """Planes [z0, z1) of DATA (and STAT) into flat contiguous float32 buffers, as
+        big-endian bytes (FITS order; pass ``swap_bytes=SWAP_BYTES`` to the kernel)."""
+        self._read_planes(self.data, z0, z1, data_out)
         if stat_out is not None:
-            stat_out.reshape(z1 - z0, ny, nx)[...] = self.stat.data[z0:z1]
+            self._read_planes(self.stat, z0, z1, stat_out)
 
     def close(self) -> None:
+        os.close(self.fd)
         self.hdul.close()
 
 
@@ -156,31 +193,34 @@ def combine_cubes(paths: list[Path], params: Mapping, max_voxels: int = MAX_VOXE
         planes = max(1, int(max_voxels) // max(1, 2 * n * ny * nx))  # two slabs in flight
         slabs = [(z0, min(nz, z0 + planes)) for z0 in range(0, nz, planes)]
         with_var = var_mode == "propagate"
+        # two reused buffer pairs: the reader fills one while the kernel combines the other
+        size = n * planes * ny * nx
+        buffers = [(np.empty(size, dtype=np.float32), np.empty(size if with_var else 0, dtype=np.float32))
+                   for _ in range(min(2, len(slabs)))]  # fmt: skip
 
-        def read(z0: int, z1: int):
+        def read(k: int):
+            z0, z1 = slabs[k]
             m = (z1 - z0) * ny * nx
-            stack = np.empty((n, m), dtype=np.float32)
-            vstack = np.empty((n, m), dtype=np.float32) if with_var else None
+            data, var = buffers[k % 2]
+            stack = data[: n * m].reshape(n, m)  # contiguous also for the shorter last slab
+            vstack = var[: n * m].reshape(n, m) if with_var else None
             for i, r in enumerate(readers):
                 r.read_into(z0, z1, stack[i], vstack[i] if with_var else None)
             return stack, vstack
 
         # the next slab is read while the kernel (which releases the GIL) combines this one
         with ThreadPoolExecutor(max_workers=1) as pool:
-            pending = pool.submit(read, *slabs[0])
+            pending = pool.submit(read, 0)
             for k, (z0, z1) in enumerate(slabs):
                 stack, vstack = pending.result()
                 if k + 1 < len(slabs):
-                    pending = pool.submit(read, *slabs[k + 1])
-                d, v, e, valid, sel = combine_slab(
+                    pending = pool.submit(read, k + 1)
+                out = (out_data[z0:z1].reshape(-1), out_var[z0:z1].reshape(-1), expmap[z0:z1].reshape(-1))
+                _, _, _, valid, sel = combine_slab(
                     stack, vstack, method=str(params.get("method", "sigclip")), nmax=int(params.get("nmax", 2)),
                     nclip_low=low, nclip_up=high, nstop=int(params.get("nstop", 2)), var_mode=var_mode,
-                    mad=bool(params.get("mad", False)),
+                    mad=bool(params.get("mad", False)), out=out, swap_bytes=SWAP_BYTES,
                 )  # fmt: skip
-                del stack, vstack
-                out_data[z0:z1] = d.reshape(z1 - z0, ny, nx)
-                out_var[z0:z1] = v.reshape(z1 - z0, ny, nx)
-                expmap[z0:z1] = e.reshape(z1 - z0, ny, nx)
                 nvalid += valid
                 nselected += sel
         bunit = str(ref.data.header.get("BUNIT", FLUX_UNIT))

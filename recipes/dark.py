@@ -29,12 +29,10 @@ from astropy.io import fits
 from .base import Calib, Param, Product, Recipe, RecipeError
 from .io import (
     CcdImage,
-    ProductWriter,
-    chan_name,
-    prefetch_raw_ifu,
     read_badpix_table,
     read_image_product,
     read_primary_header,
+    write_ifu_images,
 )
 from .kernels.overscan import SATURATION_LIMIT
 from .preprocess import (
@@ -186,22 +184,9 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
         "MASTER_DARK", RECIPE.name, params, [(p, "DARK") for p in paths], calibs, template=primaries[0]
     )
     out = Path(outdir) / "MASTER_DARK.fits"
-    qc: dict[str, float | int | str] = {}
-    try:
-        writer = ProductWriter(out, header)
-        for k, ifu in enumerate(ifus):
-            if k + 1 < len(ifus):  # let the disk read the next IFU while this one computes
-                for path in paths:
-                    prefetch_raw_ifu(path, ifus[k + 1])
-            master = master_dark_ifu(paths, primaries, ifu, params, bias_path, badpix)
-            writer.add_image(ifu, master, "count", "(count)**2")
-            for card in master.header.cards:
-                if card.keyword.startswith("ESO QC "):
-                    qc[f"{chan_name(ifu)} {card.keyword[4:]}"] = card.value
-            del master
-    except BaseException:
-        out.unlink(missing_ok=True)
-        raise
+    qc = write_ifu_images(out, header, ifus, paths,
+                          lambda ifu: master_dark_ifu(paths, primaries, ifu, params, bias_path, badpix), "count",
+                          "(count)**2")  # fmt: skip
     return [Product(out, "MASTER_DARK", tuple(ifus), qc)]
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -293,6 +294,45 @@ class ProductWriter:
         hdu.header["EXTNAME"] = chan_name(ifu)
         self._append(hdu)
         self.ifus.append(ifu)
+
+
+def write_ifu_images(
+    path: Path,
+    primary_header: fits.Header,
+    ifus: Sequence[int],
+    raw_paths: Sequence[Path],
+    build: Callable[[int], CcdImage],
+    bunit: str,
+    stat_bunit: str,
+) -> dict[str, object]:
+    """Write a merged CCD-image product (MASTER_BIAS, MASTER_DARK ...) one IFU at a time.
+
+    For each IFU in ``ifus``: hint the OS to read the next IFU of every raw file in
+    ``raw_paths`` (so disk reads overlap with this IFU's computation), call
+    ``build(ifu)`` for its :class:`CcdImage` and append it as ``CHANnn.DATA/DQ/STAT``
+    (DATA in ``bunit``, STAT in ``stat_bunit``). Returns the QC of all IFUs as
+    ``{"CHANnn QC ...": value}`` (the ``ESO QC`` keywords of each DATA header, without
+    ``ESO``). On any error, including an interrupt, ``path`` is removed: nothing
+    half-written stays behind.
+    """
+    path = Path(path)
+    qc: dict[str, object] = {}
+    try:
+        writer = ProductWriter(path, primary_header)
+        for k, ifu in enumerate(ifus):
+            if k + 1 < len(ifus):
+                for raw in raw_paths:
+                    prefetch_raw_ifu(raw, ifus[k + 1])
+            image = build(ifu)
+            writer.add_image(ifu, image, bunit, stat_bunit)
+            for card in image.header.cards:
+                if card.keyword.startswith("ESO QC "):
+                    qc[f"{chan_name(ifu)} {card.keyword[4:]}"] = card.value
+            del image  # one IFU in memory at a time
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return qc
 
 
 def _find_image_hdus(hdul: fits.HDUList, ifu: int) -> tuple[int, int | None, int | None]:

@@ -127,6 +127,75 @@ def test_slabs_do_not_change_the_result(tmp_path):
     np.testing.assert_array_equal(a[3], b[3])
 
 
+def test_files_read_directly_equal_astropy_conversion(tmp_path):
+    """float32 cubes are read by pread + byte swap; other encodings (float64, scaled
+    integers) through astropy. Both must give the same numbers; so must a truncated file
+    fail with its name."""
+    paths, _ = _write_cubes(tmp_path)
+    converted = []
+    for p in paths:
+        with fits.open(p) as hdul:
+            hdul["DATA"].data = hdul["DATA"].data.astype(np.float64)  # BITPIX -64: astropy path
+            hdul["STAT"].data = hdul["STAT"].data.astype(np.float64)
+            converted.append(tmp_path / f"f64_{p.name}")
+            hdul.writeto(converted[-1])
+    params = RECIPE.merge_params({})
+    fast, slow = combine_cubes(paths, params, max_voxels=3 * GRID.nx * GRID.ny), combine_cubes(converted, params)
+    for a, b in zip(fast[1:6], slow[1:6]):
+        np.testing.assert_array_equal(a, b)
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(paths[0].read_bytes()[: -2880 * 2])  # the end of STAT is missing
+    with pytest.raises(RecipeError, match="cut.fits"):
+        combine_cubes([cut, paths[1]], params)
+
+
+@pytest.mark.parametrize("nclip", [5.0, 2.0])
+def test_kernel_many_blocks_and_output_views(nclip):
+    """Several blocks of the parallel kernel. With 4 values and 5 sigma nothing can be
+    clipped, so every voxel is finished from the sums; at 2 sigma the voxels with an
+    outlier take the general path. All equal the reference, also when writing into the
+    caller's arrays (int16 expmap, as the recipe does)."""
+    rng = np.random.default_rng(7)
+    n, m = 4, 3 * 4096 + 123
+    data = rng.normal(10.0, 1.0, (n, m)).astype(np.float32)
+    var = rng.uniform(0.5, 1.5, (n, m)).astype(np.float32)
+    data[rng.random((n, m)) < 0.05] = np.nan
+    data[:, 5000:5100] = np.nan
+    data[0, 6000:6050] = 1e4  # one value far out (at 2 sigma: rejected)
+    kw = dict(nclip_low=nclip, nclip_up=nclip)
+    want = combine_reference(data, var, **kw)
+    got = combine_slab(data, var, **kw)
+    out = (np.empty(m, np.float32), np.empty(m, np.float32), np.empty(m, np.int16))
+    into = combine_slab(data, var, out=out, **kw)
+    assert into[0] is out[0] and into[2].dtype == np.int16
+    finite = (~np.isnan(data[:, 6000:6050])).sum(axis=0)
+    if nclip == 2.0:
+        assert np.all(want[2][6000:6050][finite >= 3] < finite[finite >= 3])  # the outlier is out
+    else:
+        np.testing.assert_array_equal(want[2][6000:6050], finite)
+    for result in (got, into):
+        np.testing.assert_allclose(result[0], want[0], rtol=1e-6, equal_nan=True)
+        np.testing.assert_allclose(result[1], want[1], rtol=1e-5, equal_nan=True)
+        for i in (2, 3, 4):
+            np.testing.assert_array_equal(result[i], want[i])
+    with pytest.raises(ValueError, match="out must be"):
+        combine_slab(data, var, out=(out[0], out[1], np.empty(m, np.float32)))
+
+
+def test_kernel_swaps_file_byte_order_in_place():
+    """``swap_bytes``: stacks holding the other byte order (FITS pixels as read) give the
+    same result as native ones, and hold native values afterwards."""
+    data, var = _stack(n=5, m=2 * 4096 + 77)
+    want = combine_slab(data, var)
+    raw_data, raw_var = data.byteswap(), var.byteswap()  # the same values, bytes reversed
+    got = combine_slab(raw_data, raw_var, swap_bytes=True)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(raw_data, data)
+    with pytest.raises(ValueError, match="swap_bytes"):
+        combine_slab(raw_data[:, ::2], None, swap_bytes=True)
+
+
 def test_bad_inputs(tmp_path):
     paths, _ = _write_cubes(tmp_path, n=2)
     out = tmp_path / "out"

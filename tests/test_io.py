@@ -15,6 +15,7 @@ from recipes.io import (
     read_image_product,
     read_raw_ifu,
     read_table_product,
+    write_ifu_images,
 )
 from recipes.provenance import product_header, recorded_params
 
@@ -124,3 +125,41 @@ def test_prefetch_is_a_harmless_hint(raw_file, tmp_path):
     prefetch_raw_ifu(path, 1)  # no such extension: ignored
     prefetch_raw_ifu(tmp_path / "missing.fits", 3)  # no such file: ignored
     np.testing.assert_array_equal(read_raw_ifu(path, 7)[0], images[7][0])
+
+
+def test_write_ifu_images_streams_ifus_and_collects_qc(raw_file, tmp_path):
+    raw, _ = raw_file
+    built = []
+
+    def build(ifu):
+        built.append(ifu)
+        ext = fits.Header()
+        ext["HIERARCH ESO QC DARK MASTER MEDIAN"] = float(ifu)
+        ext["HIERARCH ESO DRS MUSE OVSC1 MEAN"] = 1.0  # not a QC key: stays out of the summary
+        shape = (4, 3)
+        return CcdImage(np.full(shape, ifu, np.float32), np.zeros(shape, np.int32), np.ones(shape, np.float32), ext)
+
+    path = tmp_path / "MASTER_DARK.fits"
+    qc = write_ifu_images(path, primary_header(), [3, 7], [raw], build, "count", "(count)**2")
+    assert built == [3, 7]
+    assert qc == {"CHAN03 QC DARK MASTER MEDIAN": 3.0, "CHAN07 QC DARK MASTER MEDIAN": 7.0}
+    with fits.open(path) as hdul:
+        assert [h.name for h in hdul] == ["PRIMARY", "CHAN03.DATA", "CHAN03.DQ", "CHAN03.STAT", "CHAN07.DATA",
+                                          "CHAN07.DQ", "CHAN07.STAT"]  # fmt: skip
+        assert hdul["CHAN07.DATA"].header["BUNIT"] == "count" and hdul["CHAN07.STAT"].header["BUNIT"] == "(count)**2"
+        assert hdul["CHAN07.DATA"].data[0, 0] == 7.0
+
+
+def test_write_ifu_images_leaves_nothing_on_error(raw_file, tmp_path):
+    raw, _ = raw_file
+
+    def build(ifu):
+        if ifu == 7:
+            raise RecipeError("CHAN07: broken")
+        return CcdImage(np.zeros((2, 2), np.float32), np.zeros((2, 2), np.int32), np.zeros((2, 2), np.float32),
+                        fits.Header())  # fmt: skip
+
+    path = tmp_path / "MASTER_BIAS.fits"
+    with pytest.raises(RecipeError, match="CHAN07"):
+        write_ifu_images(path, primary_header(), [3, 7], [raw], build, "adu", "(adu)**2")
+    assert not path.exists()

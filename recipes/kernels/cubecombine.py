@@ -21,10 +21,15 @@ k ≤ 1 (as MPDAF). Per cube, ``nvalid`` counts its finite voxels and ``nselecte
 kept in the final sets (MPDAF's STATPIX table: NPIX_NAN = m − nvalid, NPIX_REJECTED =
 nvalid − nselected).
 
-:func:`combine_slab` runs the numba kernel, parallel over blocks of voxels, each block
-with its own small work buffers; :func:`combine_reference` is the plain per-voxel numpy
-twin used by the tests. Memory bounding is the caller's job (slabs of planes, see
-:func:`recipes.cubecombine.combine_cubes`).
+:func:`combine_slab` runs the numba kernel, parallel over blocks of voxels. Within a block
+the sums over the cubes (count, Σv, min, max, Σ(v − mean)², Σvar) run with the voxel index
+innermost, which the compiler vectorises; a voxel whose first clipping round would keep
+every value (max − min below the clip width; as max − min ≤ √(2n)·σ, always so for up to
+12 cubes at 5σ) is finished from
+those sums, the others by the per-voxel general path, with the same sums in the same order,
+so the result does not depend on the path. :func:`combine_reference` is the plain
+per-voxel numpy twin used by the tests. Memory bounding is the caller's job (slabs of
+planes, see :func:`recipes.cubecombine.combine_cubes`).
 """
 
 from __future__ import annotations
@@ -76,112 +81,227 @@ def _median(vals, work, k):
     return 0.5 * (work[m0] + work[m1])
 
 
+@njit(cache=True, inline="always")
+def _store_var(out_var, p, var_mode, use_var, method, k, vsum, sigma):
+    """Output variance of a final set of ``k`` values whose scaled variances sum to ``vsum``
+    and whose population σ is ``sigma`` (see the module docstring)."""
+    if var_mode == 0:
+        if use_var:
+            t = vsum / (k * k)
+            if method == 1 and k >= 3:
+                t *= _MEDIAN_VAR_FACTOR
+            out_var[p] = t
+        else:
+            out_var[p] = np.nan
+    elif k > 1:
+        out_var[p] = sigma * sigma / (k - 1) if var_mode == 1 else sigma * sigma
+    else:
+        out_var[p] = np.nan
+
+
+@njit(cache=True, error_model="numpy")
+def _combine_voxel(data, var, scale, offset, p, method, nmax, nclip_low, nclip_up, nstop, var_mode, use_var, mad,
+                   out_data, out_var, out_exp, selected, vals, vvar, ids, work, work2):  # fmt: skip
+    """Voxel ``p``, the general path (clipping, median, MAD): adds the cubes kept in its
+    final set to ``selected`` (counting ``nvalid`` is the caller's job)."""
+    n = data.shape[0]
+    k = 0
+    for i in range(n):
+        d = data[i, p]
+        if not math.isnan(d):
+            vals[k] = d * scale[i] + offset[i]
+            vvar[k] = var[i, p] * scale[i] * scale[i] if use_var else 0.0
+            ids[k] = i
+            k += 1
+    if k == 0:
+        out_data[p] = np.nan
+        out_var[p] = np.nan
+        out_exp[p] = 0
+        return
+    mean = 0.0
+    sigma = 0.0
+    if method == 1:  # median
+        mean = _median(vals, work, k)
+        s = 0.0
+        for i in range(k):
+            s += (vals[i] - mean) * (vals[i] - mean)
+        sigma = math.sqrt(s / k)
+    else:
+        iterations = nmax
+        narrow = min(nclip_low, nclip_up) * (1.0 - 1e-9)
+        while True:
+            mean = 0.0
+            vmin = vals[0]
+            vmax = vals[0]
+            for i in range(k):
+                mean += vals[i]
+                vmin = min(vmin, vals[i])
+                vmax = max(vmax, vals[i])
+            mean /= k
+            s = 0.0
+            for i in range(k):
+                s += (vals[i] - mean) * (vals[i] - mean)
+            sigma = math.sqrt(s / k)
+            if k == 1:
+                break
+            # The median M lies in [min, max], so every value is within (max − min) of
+            # it: when that is below the narrower clip width all values are inside and
+            # the median need not be computed (the common case for few exposures).
+            if not mad and vmax - vmin < narrow * sigma:
+                break
+            med = _median(vals, work, k)
+            if mad:  # MPDAF mad=True: σ = 1.4826 · median |v − M|
+                for i in range(k):
+                    work2[i] = abs(vals[i] - med)
+                sigma = _MAD_TO_SIGMA * _median(work2, work, k)
+            lo = med - nclip_low * sigma
+            hi = med + nclip_up * sigma
+            inside = 0
+            for i in range(k):
+                if vals[i] < hi and vals[i] > lo:
+                    inside += 1
+            if inside < nstop or inside == k or iterations <= 0:
+                break
+            m = 0
+            for i in range(k):
+                if vals[i] < hi and vals[i] > lo:
+                    vals[m] = vals[i]
+                    vvar[m] = vvar[i]
+                    ids[m] = ids[i]
+                    m += 1
+            k = m
+            iterations -= 1
+    out_data[p] = mean
+    out_exp[p] = k
+    vsum = 0.0
+    for i in range(k):
+        selected[ids[i]] += 1
+        vsum += vvar[i]
+    _store_var(out_var, p, var_mode, use_var, method, k, vsum, sigma)
+
+
 @njit(cache=True, error_model="numpy")
 def _combine_block(data, var, scale, offset, start, stop, method, nmax, nclip_low, nclip_up, nstop,
                    var_mode, use_var, mad, out_data, out_var, out_exp, valid, selected):  # fmt: skip
+    """Voxels [start, stop) in two steps.
+
+    1. Per-voxel sums over the cubes (count, Σv, min, max, then Σ(v − mean)² and Σvar),
+       with the voxel index innermost: contiguous loads that the compiler vectorises.
+    2. A voxel whose first clipping round keeps everything (k = 1, or max − min below the
+       narrower clip width × σ, without ``mad``) is finished from those sums: the common
+       case for a few exposures. The others (outliers, ``median``, ``mad``) go through
+       :func:`_combine_voxel`. The sums run over the cubes in the same order as there, so
+       both paths give identical numbers.
+    """
     n = data.shape[0]
+    b = stop - start
+    count = np.zeros(b, dtype=np.int64)
+    total = np.zeros(b)
+    vmin = np.full(b, np.inf)
+    vmax = np.full(b, -np.inf)
+    for i in range(n):
+        sc = scale[i]
+        of = offset[i]
+        nvalid = 0
+        row = data[i, start:stop]  # 1-D views: simpler addressing, the loops vectorise
+        for q in range(b):
+            d = row[q]
+            ok = d == d  # not NaN
+            v = d * sc + of
+            count[q] += 1 if ok else 0
+            total[q] += v if ok else 0.0
+            vmin[q] = min(vmin[q], v) if ok else vmin[q]
+            vmax[q] = max(vmax[q], v) if ok else vmax[q]
+            nvalid += 1 if ok else 0
+        valid[i] += nvalid
+        selected[i] += nvalid  # provisional: the general path takes its voxels back
+    mean = np.empty(b)
+    for q in range(b):
+        mean[q] = total[q] / count[q]  # NaN for k = 0: not used
+    squares = np.zeros(b)
+    vsum = np.zeros(b)
+    for i in range(n):
+        sc = scale[i]
+        of = offset[i]
+        if use_var:
+            row = data[i, start:stop]
+            vrow = var[i, start:stop]
+            for q in range(b):
+                d = row[q]
+                ok = d == d
+                dv = (d * sc + of) - mean[q]
+                squares[q] += dv * dv if ok else 0.0
+                vsum[q] += vrow[q] * sc * sc if ok else 0.0
+        else:
+            row = data[i, start:stop]
+            for q in range(b):
+                d = row[q]
+                dv = (d * sc + of) - mean[q]
+                squares[q] += dv * dv if d == d else 0.0
+    # Every voxel finished as if its first round kept all values (k = 0 gives NaN through
+    # 0/0); the voxels for which that is wrong are redone below.
+    narrow = min(nclip_low, nclip_up) * (1.0 - 1e-9)
+    only_one = method == 1 or mad  # there, only k <= 1 is simple
+    simple = np.empty(b, dtype=np.bool_)
+    sigma = np.empty(b)
+    od = out_data[start:stop]
+    ov = out_var[start:stop]
+    oe = out_exp[start:stop]
+    for q in range(b):  # branch-free, one loop per case: vectorised
+        k = count[q]
+        sigma[q] = math.sqrt(squares[q] / k)
+        simple[q] = (k <= 1) | ((not only_one) & (vmax[q] - vmin[q] < narrow * sigma[q]))
+        od[q] = total[q] / k
+        oe[q] = k
+    if var_mode == 0:
+        if use_var:
+            for q in range(b):
+                ov[q] = vsum[q] / (count[q] * count[q])
+        else:
+            ov[:] = np.nan
+    elif var_mode == 1:
+        for q in range(b):
+            ov[q] = sigma[q] * sigma[q] / (count[q] - 1) if count[q] > 1 else np.nan
+    else:
+        for q in range(b):
+            ov[q] = sigma[q] * sigma[q] if count[q] > 1 else np.nan
     vals = np.empty(n, dtype=np.float64)
     vvar = np.empty(n, dtype=np.float64)
     ids = np.empty(n, dtype=np.int64)
     work = np.empty(n, dtype=np.float64)
     work2 = np.empty(n, dtype=np.float64)
-    for p in range(start, stop):
-        k = 0
-        for i in range(n):
-            d = data[i, p]
-            if not math.isnan(d):
-                vals[k] = d * scale[i] + offset[i]
-                vvar[k] = var[i, p] * scale[i] * scale[i] if use_var else 0.0
-                ids[k] = i
-                valid[i] += 1
-                k += 1
-        if k == 0:
-            out_data[p] = np.nan
-            out_var[p] = np.nan
-            out_exp[p] = 0
+    for q in range(b):
+        if simple[q]:
             continue
-        mean = 0.0
-        sigma = 0.0
-        if method == 1:  # median
-            mean = _median(vals, work, k)
-            s = 0.0
-            for i in range(k):
-                s += (vals[i] - mean) * (vals[i] - mean)
-            sigma = math.sqrt(s / k)
-        else:
-            iterations = nmax
-            narrow = min(nclip_low, nclip_up) * (1.0 - 1e-9)
-            while True:
-                mean = 0.0
-                vmin = vals[0]
-                vmax = vals[0]
-                for i in range(k):
-                    mean += vals[i]
-                    vmin = min(vmin, vals[i])
-                    vmax = max(vmax, vals[i])
-                mean /= k
-                s = 0.0
-                for i in range(k):
-                    s += (vals[i] - mean) * (vals[i] - mean)
-                sigma = math.sqrt(s / k)
-                if k == 1:
-                    break
-                # The median M lies in [min, max], so every value is within (max − min) of
-                # it: when that is below the narrower clip width all values are inside and
-                # the median need not be computed (the common case for few exposures).
-                if not mad and vmax - vmin < narrow * sigma:
-                    break
-                med = _median(vals, work, k)
-                if mad:  # MPDAF mad=True: σ = 1.4826 · median |v − M|
-                    for i in range(k):
-                        work2[i] = abs(vals[i] - med)
-                    sigma = _MAD_TO_SIGMA * _median(work2, work, k)
-                lo = med - nclip_low * sigma
-                hi = med + nclip_up * sigma
-                inside = 0
-                for i in range(k):
-                    if vals[i] < hi and vals[i] > lo:
-                        inside += 1
-                if inside < nstop or inside == k or iterations <= 0:
-                    break
-                m = 0
-                for i in range(k):
-                    if vals[i] < hi and vals[i] > lo:
-                        vals[m] = vals[i]
-                        vvar[m] = vvar[i]
-                        ids[m] = ids[i]
-                        m += 1
-                k = m
-                iterations -= 1
-        out_data[p] = mean
-        out_exp[p] = k
-        for i in range(k):
-            selected[ids[i]] += 1
-        if var_mode == 0:
-            if use_var:
-                t = 0.0
-                for i in range(k):
-                    t += vvar[i]
-                t /= k * k
-                if method == 1 and k >= 3:
-                    t *= _MEDIAN_VAR_FACTOR
-                out_var[p] = t
-            else:
-                out_var[p] = np.nan
-        elif k > 1:
-            out_var[p] = sigma * sigma / (k - 1) if var_mode == 1 else sigma * sigma
-        else:
-            out_var[p] = np.nan
+        p = start + q
+        for i in range(n):
+            if not math.isnan(data[i, p]):
+                selected[i] -= 1
+        _combine_voxel(data, var, scale, offset, p, method, nmax, nclip_low, nclip_up, nstop, var_mode, use_var,
+                       mad, out_data, out_var, out_exp, selected, vals, vvar, ids, work, work2)  # fmt: skip
+
+
+@njit(cache=True, inline="always")
+def _swap_bytes(words):
+    """Reverse the 4 bytes of every uint32 of ``words`` in place (big ↔ little endian)."""
+    for q in range(words.size):
+        w = words[q]
+        words[q] = ((w & 0xFF) << 24) | ((w & 0xFF00) << 8) | ((w >> 8) & 0xFF00) | (w >> 24)
 
 
 @njit(cache=True, parallel=True, nogil=True, error_model="numpy")
-def _combine_parallel(data, var, scale, offset, method, nmax, nclip_low, nclip_up, nstop, var_mode, use_var, mad,
-                      out_data, out_var, out_exp, valid_blocks, selected_blocks):  # fmt: skip
+def _combine_parallel(data, var, data_bits, var_bits, swap, scale, offset, method, nmax, nclip_low, nclip_up, nstop,
+                      var_mode, use_var, mad, out_data, out_var, out_exp, valid_blocks, selected_blocks):  # fmt: skip
     m = data.shape[1]
     nblocks = valid_blocks.shape[0]
     for b in prange(nblocks):
         start = b * _BLOCK
         stop = min(m, start + _BLOCK)
+        if swap:  # byte order of the file → native, block by block while it is in cache
+            for i in range(data.shape[0]):
+                _swap_bytes(data_bits[i, start:stop])
+                if use_var:
+                    _swap_bytes(var_bits[i, start:stop])
         _combine_block(data, var, scale, offset, start, stop, method, nmax, nclip_low, nclip_up, nstop,
                        var_mode, use_var, mad, out_data, out_var, out_exp, valid_blocks[b],
                        selected_blocks[b])  # fmt: skip
@@ -216,25 +336,46 @@ def combine_slab(
     nstop: int = 2,
     var_mode: str = "propagate",
     mad: bool = False,
+    out: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    swap_bytes: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Combine a stack ``[n, m]`` (numba, parallel); see the module docstring.
 
-    ``var`` may be None (then ``var_mode`` propagate gives NaN). Returns ``(data float32 [m],
-    var float32 [m], expmap int32 [m], nvalid int64 [n], nselected int64 [n])``.
+    ``swap_bytes``: ``data`` and ``var`` are contiguous float32 buffers holding the bytes
+    of the other byte order (big-endian FITS pixels read as they are on a little-endian
+    machine); the kernel swaps them in place, block by block, before combining (so the
+    buffers hold native values afterwards).
+
+    ``var`` may be None (then ``var_mode`` propagate gives NaN). ``out``: optional
+    contiguous arrays ``(data float32 [m], var float32 [m], expmap int16 or int32 [m])`` to
+    fill (e.g. views of the output cube: no temporaries). Returns ``(data float32 [m],
+    var float32 [m], expmap int32 [m] (or ``out``'s), nvalid int64 [n], nselected int64 [n])``.
     """
     scale, offset = _check(data, var, scale, offset, method, var_mode)
     n, m = data.shape
-    data = np.ascontiguousarray(data, dtype=np.float32)
     use_var = var is not None
+    if swap_bytes and not (data.dtype == np.float32 and data.flags.c_contiguous and data.flags.writeable
+                           and (not use_var or (var.dtype == np.float32 and var.flags.c_contiguous
+                                                and var.flags.writeable))):  # fmt: skip
+        raise ValueError("swap_bytes needs writeable contiguous float32 data and var buffers")
+    data = np.ascontiguousarray(data, dtype=np.float32)
     var = np.ascontiguousarray(var, dtype=np.float32) if use_var else np.zeros((n, 0), dtype=np.float32)
-    out_data = np.empty(m, dtype=np.float32)
-    out_var = np.empty(m, dtype=np.float32)
-    out_exp = np.empty(m, dtype=np.int32)
+    if out is None:
+        out_data = np.empty(m, dtype=np.float32)
+        out_var = np.empty(m, dtype=np.float32)
+        out_exp = np.empty(m, dtype=np.int32)
+    else:
+        out_data, out_var, out_exp = out
+        ok = (out_data.dtype == np.float32 and out_var.dtype == np.float32 and out_exp.dtype in (np.int16, np.int32)
+              and all(a.shape == (m,) and a.flags.c_contiguous for a in out))  # fmt: skip
+        if not ok:
+            raise ValueError(f"out must be contiguous float32, float32, int16/int32 arrays of {m} voxels")
     nblocks = (m + _BLOCK - 1) // _BLOCK
     valid = np.zeros((nblocks, n), dtype=np.int64)
     selected = np.zeros((nblocks, n), dtype=np.int64)
     if m:
-        _combine_parallel(data, var, scale, offset, METHODS.index(method), int(nmax), float(nclip_low),
+        _combine_parallel(data, var, data.view(np.uint32), var.view(np.uint32), bool(swap_bytes), scale, offset,
+                          METHODS.index(method), int(nmax), float(nclip_low),
                           float(nclip_up), int(nstop), VAR_MODES.index(var_mode), use_var, bool(mad),
                           out_data, out_var, out_exp, valid, selected)  # fmt: skip
     return out_data, out_var, out_exp, valid.sum(axis=0), selected.sum(axis=0)
