@@ -270,9 +270,13 @@ def _clipped_fit(
 def centre_spectrum(
     image: np.ndarray, var: np.ndarray, trace: Trace, slice_index: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of CENTRE_COLUMNS columns around the slice centre, following the trace.
+    """Mean of the good pixels of CENTRE_COLUMNS columns around the slice centre, following
+    the trace.
 
-    Returns (spectrum, variance) along y (0-based rows).
+    Flagged pixels (infinite variance, :func:`recipes.wavecal.fit_inputs`) are left out of
+    each row's mean, so a dead column through the slice centre costs signal-to-noise, not
+    the whole slice. Rows without a good pixel get NaN. Returns (spectrum, variance) along
+    y (0-based rows).
     """
     ny, nx = image.shape
     y1 = np.arange(ny) + 1.0
@@ -280,8 +284,14 @@ def centre_spectrum(
     first = np.floor(xc0 - 0.5 * CENTRE_COLUMNS + 0.5).astype(int)
     cols = np.clip(first[:, None] + np.arange(CENTRE_COLUMNS)[None, :], 0, nx - 1)
     rows = np.arange(ny)[:, None]
-    spec = image[rows, cols].mean(axis=1)
-    svar = var[rows, cols].sum(axis=1) / CENTRE_COLUMNS**2
+    values, variances = image[rows, cols], var[rows, cols]
+    good = np.isfinite(values) & np.isfinite(variances)
+    ngood = good.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        spec = np.where(good, values, 0.0).sum(axis=1) / ngood
+        svar = np.where(good, variances, 0.0).sum(axis=1) / ngood.astype(np.float64) ** 2
+    spec[ngood == 0] = np.nan
+    svar[ngood == 0] = np.nan
     return spec, svar
 
 

@@ -16,6 +16,7 @@ from recipes.wavesolution import (
     LineCatalog,
     WaveParams,
     calibrate_slice,
+    centre_spectrum,
     detect_lines,
     evaluate_2d,
     fit_2d,
@@ -249,6 +250,27 @@ def test_slice_solution_matches_truth(catalog: LineCatalog, arcs) -> None:
         assert sol.wlc.shape == (3, 7)
         fwhm = line_fwhm_angstrom(sol)
         assert np.median(fwhm) == pytest.approx(LSF_SIGMA_A * 2.3548, rel=0.03)
+
+
+def test_a_dead_column_through_the_slice_centre_is_left_out(catalog: LineCatalog, arcs) -> None:
+    """A flagged column (infinite variance, as fit_inputs gives it) among the centre
+    columns must cost signal-to-noise only: it once made every row's variance infinite and
+    the whole slice lineless (demo --seed 1)."""
+    trace = make_trace()
+    cats = lamp_catalogs(catalog)
+    left, right = slice_edges(1)
+    dead = int(0.5 * (left + right))  # 0-based column at the slice centre
+    flagged = {}
+    for lamp, (image, var) in arcs.items():
+        image, var = image.copy(), var.copy()
+        image[:, dead], var[:, dead] = 0.0, np.inf
+        flagged[lamp] = (image, var)
+    spec, svar = centre_spectrum(*flagged["Ne"], trace, 1)
+    clean, _ = centre_spectrum(*arcs["Ne"], trace, 1)
+    assert np.all(np.isfinite(svar)) and np.corrcoef(spec, clean)[0, 1] > 0.99
+    sol = calibrate_slice(flagged, cats, trace, 1, WaveParams())
+    rms, worst = check_solution(sol, 1)
+    assert rms < 0.01 and worst < 0.05
 
 
 def test_unknown_lamp_or_empty_catalogue_fail_at_once(catalog: LineCatalog) -> None:
