@@ -56,6 +56,7 @@ from .preprocess import (
 from .provenance import add_qc, product_header
 from .registry import register
 from .scibasic import apply_per_slice, check_calib_modes, ifu_tables, reduce_exposure, slice_illumination
+from .tracing import slice_mask
 
 logger = logging.getLogger(__name__)
 
@@ -151,10 +152,12 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
     qc: list[tuple[str, object, str]] = []
     for ifu in ifus:
         image, _ = reduce_exposure(paths, primaries, ifu, basic, calibs)
-        good = image.dq == 0
+        tables_ifu = ifu_tables(calibs, ifu)
+        # Inside the traced slices only: between them the flat is close to 0 and the
+        # flat-fielded values (±10⁸) would be all these statistics show.
+        good = (image.dq == 0) & (slice_mask(tables_ifu[0], image.data.shape) > 0)
         for stat, value in zip(("MEDIAN", "MEAN", "STDEV", "MIN", "MAX"), _stats(image.data[good])):
             qc.append((f"ESO QC TWILIGHT{ifu} MASTER {stat}", value, f"[count] combined skyflat {stat.lower()}"))
-        tables_ifu = ifu_tables(calibs, ifu)
         pt = pixtable_for_ifu(image, ifu, *tables_ifu, primaries[0]).cut_lambda(lmin, lmax)
         if pt.nrows == 0:
             raise RecipeError(f"{paths[0].name}: IFU {ifu} has no pixel between {lmin} and {lmax} Angstrom")
