@@ -24,7 +24,7 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .base import RecipeError
-from .io import STRUCTURAL_KEYS, hkey
+from .io import STRUCTURAL_KEYS, fit_comments, hkey
 from .kernels.resample import (
     POS_PIXEL,
     POS_POSITIONED,
@@ -381,7 +381,7 @@ def write_datacube(
     wcs = grid.header(3)
     stat_unit = f"({bunit})**2" if bunit else None
     hdus = [
-        fits.PrimaryHDU(header=primary),
+        fits.PrimaryHDU(header=fit_comments(primary)),
         fits.ImageHDU(np.asarray(data, dtype=np.float32), header=_ext_header("DATA", "DATA", bunit, wcs)),
         fits.ImageHDU(np.asarray(stat, dtype=np.float32), header=_ext_header("STAT", "STAT", stat_unit, wcs)),
     ]
@@ -477,7 +477,7 @@ def write_image_fov(path: Path, primary: fits.Header, grid: CubeGrid, image: np.
     primary[hkey("ESO DRS MUSE FILTER NAME")] = (flt.name, "filter name used")
     primary[hkey("ESO DRS MUSE FILTER FRACTION")] = (round(float(fraction), 4), "[%] fraction of filter covered")
     fits.HDUList([
-        fits.PrimaryHDU(header=primary),
+        fits.PrimaryHDU(header=fit_comments(primary)),
         fits.ImageHDU(image.astype(np.float32), header=_ext_header("DATA", "DATA", bunit, grid.header(2))),
     ]).writeto(path, overwrite=True, output_verify="silentfix")  # fmt: skip
     return Path(path)

@@ -70,6 +70,23 @@ def hkey(key: str) -> str:
     return key if len(key) <= 8 and " " not in key else "HIERARCH " + key
 
 
+def fit_comments(header: fits.Header) -> fits.Header:
+    """Shorten the comments that do not fit on their 80-character card, in place.
+
+    astropy would cut them too, but with a VerifyWarning per card at write time, which the
+    user sees in the log; the value is never touched. Returns ``header``.
+    """
+    for index, card in enumerate(header.cards):
+        comment = card.comment
+        if not comment or card.keyword in ("COMMENT", "HISTORY", ""):
+            continue
+        bare = len(fits.Card(hkey(card.keyword), card.value).image.rstrip())
+        room = 80 - bare - 3  # " / "
+        if len(comment) > room:
+            header.comments[index] = comment[: max(room, 0)].rstrip()
+    return header
+
+
 def chan_name(ifu: int) -> str:
     """Extension name of an IFU: ``CHAN01`` .. ``CHAN24``."""
     return f"CHAN{ifu:02d}"

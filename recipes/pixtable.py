@@ -41,7 +41,8 @@ from astropy.io import fits
 from astropy.table import Table
 
 from .base import RecipeError
-from .io import STRUCTURAL_KEYS, hkey
+from .io import STRUCTURAL_KEYS, fit_comments, hkey
+from .kernels.pixtable_build import origin_ranges
 
 #: Column name -> numpy dtype in memory (``origin`` is written as int32 like the DRS).
 COLUMN_DTYPES: dict[str, np.dtype] = {
@@ -128,11 +129,15 @@ def unpack_origin(origin) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
 
     Accepts the int32 values read from a DRS file (negative when bit 31 is set).
     """
-    o = np.asarray(origin).astype(np.int64) & 0xFFFFFFFF
-    ifu = ((o >> MUSE_ORIGIN_SHIFT_IFU) & _IFU_MASK).astype(np.int32)
-    slice_ = (o & _SLICE_MASK).astype(np.int32)
-    y = ((o >> MUSE_ORIGIN_SHIFT_YPIX) & _YPIX_MASK).astype(np.int32)
-    xs = ((o >> MUSE_ORIGIN_SHIFT_XSLICE) & _XSLICE_MASK).astype(np.int32)
+    o = np.asarray(origin)
+    if o.dtype not in (np.dtype(np.int32), np.dtype(np.uint32)):
+        o = o.astype(np.int64) & 0xFFFFFFFF
+    # 32-bit words as they are (no int64 copy): each field is masked after the shift, so
+    # the sign extension of an int32 with bit 31 set never reaches the kept bits
+    ifu = ((o >> MUSE_ORIGIN_SHIFT_IFU) & _IFU_MASK).astype(np.int32, copy=False)
+    slice_ = (o & _SLICE_MASK).astype(np.int32, copy=False)
+    y = ((o >> MUSE_ORIGIN_SHIFT_YPIX) & _YPIX_MASK).astype(np.int32, copy=False)
+    xs = ((o >> MUSE_ORIGIN_SHIFT_XSLICE) & _XSLICE_MASK).astype(np.int32, copy=False)
     return ifu, slice_, xs, y
 
 
@@ -290,12 +295,14 @@ class PixTable:
         """Refresh the ``... LIMITS {X,Y,LAMBDA,IFU,SLICE} {LOW,HIGH}`` header keys."""
         if self.nrows == 0:
             return
-        ifu, slice_, _, _ = unpack_origin(self.origin)
-        for name, col in (("X", self.xpos), ("Y", self.ypos), ("LAMBDA", self.lam), ("IFU", ifu), ("SLICE", slice_)):
-            low, high = col.min(), col.max()
-            cast = int if name in ("IFU", "SLICE") else float
-            self.header[hkey(pkey("LIMITS", name, "LOW"))] = cast(low)
-            self.header[hkey(pkey("LIMITS", name, "HIGH"))] = cast(high)
+        for name, col in (("X", self.xpos), ("Y", self.ypos), ("LAMBDA", self.lam)):
+            self.header[hkey(pkey("LIMITS", name, "LOW"))] = float(col.min())
+            self.header[hkey(pkey("LIMITS", name, "HIGH"))] = float(col.max())
+        # one pass over the origin words: unpacking 3e8 of them would need ≈ 5 GB of temporaries
+        ifu_lo, ifu_hi, slice_lo, slice_hi = origin_ranges(self.origin)
+        for name, low, high in (("IFU", ifu_lo, ifu_hi), ("SLICE", slice_lo, slice_hi)):
+            self.header[hkey(pkey("LIMITS", name, "LOW"))] = low
+            self.header[hkey(pkey("LIMITS", name, "HIGH"))] = high
 
     # -- I/O ------------------------------------------------------------------------
     def write(self, path: Path, as_table: bool = False) -> Path:
@@ -308,7 +315,7 @@ class PixTable:
         if pkey("TYPE") not in self.header:  # the DRS refuses tables without it
             self.header[hkey(pkey("TYPE"))] = ("GEOFULL", "type of pixel table")
         units = self.default_units()
-        primary = fits.PrimaryHDU(header=_clean(self.header))
+        primary = fits.PrimaryHDU(header=fit_comments(_clean(self.header)))
         hdus: list[fits.hdu.base._BaseHDU] = [primary]
         names = [c for c in (*REQUIRED_COLUMNS, "weight") if c in self.columns]
         if as_table:
@@ -411,7 +418,8 @@ class PixTable:
             cols[n] = np.concatenate([t.columns[n] for t in tables])
             if consume:
                 for t in tables:
-                    t.columns[n] = t.columns[n][:0]
+                    # a new empty array: an empty view ([:0]) would keep the whole column alive
+                    t.columns[n] = np.empty(0, dtype=t.columns[n].dtype)
         out = cls(tables[0].header.copy(), cols, tables[0].flat_field, dict(tables[0].units))
         out.update_limits()
         return out

@@ -71,12 +71,15 @@ from astropy.table import Table
 from . import fluxcal
 from .base import RecipeError
 from .io import hkey
+from .kernels.resample import project_rows
 from .pixtable import WCS_PIXEL, WCS_PROJECTED, PixTable, pkey, set_wcs_state, unpack_origin
 
 logger = logging.getLogger(__name__)
 
 #: kMuseSpectralSamplingA: the pixel width in λ the DRS flux calibration divides by.
 SPECTRAL_SAMPLING = 1.25
+#: Wavelength step [Å] of the grid on which project_to_sky evaluates the DAR shift.
+DAR_GRID_STEP = 0.01
 FLUX_UNIT = "10**(-20)*erg/s/cm**2/Angstrom"
 STAT_UNIT = "(10**(-20)*erg/s/cm**2/Angstrom)**2"
 ARCSEC_PER_RAD = 206264.80624709636
@@ -133,7 +136,7 @@ def merge_ifus(tables: Sequence[PixTable], names: Sequence[str] | None = None) -
         if pt.wcs_state != WCS_PIXEL:
             raise RecipeError(f"{name}: pixel table is already {pt.wcs_state}, expected field pixels")
         if pt.nrows:
-            ifus = np.unique(unpack_origin(pt.origin)[0])
+            ifus = np.flatnonzero(np.bincount(unpack_origin(pt.origin)[0], minlength=32))  # sorted, no sort
             for ifu in ifus.tolist():
                 if ifu in seen:
                     raise RecipeError(f"{name}: IFU {ifu} also comes from {seen[ifu]}")
@@ -384,8 +387,12 @@ def project_to_sky(
     lambdaref: float = -1.0,
     where: str = "pixel table",
     chunk: int = 4_000_000,
+    reference: bool = False,
 ) -> None:
     """Field pixels → ``projected (intermediate)`` coordinates about the header RA/DEC, in place.
+
+    The work is done by the parallel kernel :func:`recipes.kernels.resample.project_rows`;
+    ``reference=True`` runs the plain numpy version instead (tests compare the two).
 
     When ``lambdaref > 0`` the DAR correction of :func:`dar_offsets` is added to the
     tangent-plane offsets of every row and
@@ -403,18 +410,31 @@ def project_to_sky(
     # rotation of the intermediate coordinates by the position angle, then deg → rad
     m = np.array([[cp, sp], [-sp, cp]]) @ np.asarray(cd, dtype=np.float64) * (math.pi / 180.0)
     do_dar = lambdaref > 0
-    for s in range(0, pt.nrows, chunk):
-        sel = slice(s, s + chunk)
-        x = pt.xpos[sel].astype(np.float64) - crpix[0]
-        y = pt.ypos[sel].astype(np.float64) - crpix[1]
-        xi = m[0, 0] * x + m[0, 1] * y
-        eta = m[1, 0] * x + m[1, 1] * y
+    if reference:  # plain numpy, chunks of float64 temporaries; the twin of the kernel below
+        for s in range(0, pt.nrows, chunk):
+            sel = slice(s, s + chunk)
+            x = pt.xpos[sel].astype(np.float64) - crpix[0]
+            y = pt.ypos[sel].astype(np.float64) - crpix[1]
+            xi = m[0, 0] * x + m[0, 1] * y
+            eta = m[1, 0] * x + m[1, 1] * y
+            if do_dar:
+                dxi, deta = dar_offsets(pt.lam[sel], lambdaref, pt.header, where)
+                xi += dxi / ARCSEC_PER_RAD
+                eta += deta / ARCSEC_PER_RAD
+            pt.columns["xpos"][sel] = np.arctan2(xi, -eta)
+            pt.columns["ypos"][sel] = -np.arctan(np.hypot(xi, eta))
+    elif pt.nrows:
+        # DAR on a 0.01 Å grid, interpolated per row by the kernel: the shift is smooth
+        # (|d²ΔR/dλ²| < 1e-6 ″/Å²), so the interpolation error (< 1e-11″) is far below the
+        # float32 resolution of the positions
+        lo = hi = 0.0
+        grid_xi = grid_eta = np.zeros(0)
         if do_dar:
-            dxi, deta = dar_offsets(pt.lam[sel], lambdaref, pt.header, where)
-            xi += dxi / ARCSEC_PER_RAD
-            eta += deta / ARCSEC_PER_RAD
-        pt.columns["xpos"][sel] = np.arctan2(xi, -eta)
-        pt.columns["ypos"][sel] = -np.arctan(np.hypot(xi, eta))
+            lo, hi = float(pt.lam.min()), float(pt.lam.max())
+            grid = lo + DAR_GRID_STEP * np.arange(int(math.ceil((hi - lo) / DAR_GRID_STEP)) + 2)
+            grid_xi, grid_eta = (a / ARCSEC_PER_RAD for a in dar_offsets(grid, lambdaref, pt.header, where))
+        project_rows(pt.xpos, pt.ypos, pt.lam, m, float(crpix[0]), float(crpix[1]), lo, DAR_GRID_STEP,
+                     np.ascontiguousarray(grid_xi), np.ascontiguousarray(grid_eta), pt.xpos, pt.ypos)  # fmt: skip
     set_wcs_state(pt.header, WCS_PROJECTED, (ra0, dec0))
     pt.units["xpos"] = pt.units["ypos"] = "rad"
     if do_dar:

@@ -347,15 +347,15 @@ def lambda_shift(pt: PixTable, lines: list[float], halfwidth: float, binsize: fl
     """Weighted mean offset catalogue − measured (Å) of the sky lines inside the table's
     range, and per line (catalogue λ, offset, error). 0 when no line could be measured."""
     good = (pt.dq == 0) & np.isfinite(pt.data)
-    lam, data = pt.lam[good], pt.data[good]
-    if lam.size == 0:
+    lam, data = pt.lam, pt.data  # masks on the whole columns: no copies of 13 M rows per IFU
+    if not good.any():
         return 0.0, []
-    lmin, lmax = float(lam.min()), float(lam.max())
+    lmin, lmax = float(np.min(lam, where=good, initial=np.inf)), float(np.max(lam, where=good, initial=-np.inf))
     found = []
     for line in lines:
         if line - halfwidth < lmin or line + halfwidth > lmax:
             continue
-        near = np.abs(lam - line) < halfwidth
+        near = good & (np.abs(lam - line) < halfwidth)
         fit = fit_sky_line(lam[near], data[near], line, halfwidth, binsize, reject)
         if fit is not None:
             found.append((line, line - fit[0], fit[1]))

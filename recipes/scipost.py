@@ -54,6 +54,7 @@ from astropy.table import Table
 from .base import Calib, Param, Product, Recipe, RecipeError
 from .cube import collapse, grid_from_header, grid_from_pixtable, load_filter, make_cube, primary_from
 from .cube import read_output_wcs, write_datacube, write_image_fov
+from .cubeqc import fwhm_qc, product_qc
 from .io import hkey, read_primary_header
 from .make_cube import apply_offsets, merge_tables, read_offsets, resample_options, resample_params, to_positioned
 from .pixtable import PixTable, pkey
@@ -425,7 +426,9 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
         for n, members in enumerate(exposures, start=1):
             pt = reduce_exposure(members, params, frames, writer, n, calib)
             w = exposure_weight(pt, str(params["weight"]), str(members[0]))
-            if w is not None:
+            # a single exposure's constant weight cancels in the weighted mean of every
+            # voxel: its column (1.3 GB for a full exposure) is only made when saved
+            if w is not None and (len(exposures) > 1 or "combined" in saves):
                 pt.columns["weight"] = np.full(pt.nrows, w, dtype=np.float32)
             reduced.append(pt)
         del exposures
@@ -449,13 +452,20 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
 
 def write_cube(pt: PixTable, params: Mapping, filters, wcs_header, output_wcs, template: fits.Header,
                writer: _Writer) -> None:  # fmt: skip
-    """Step 8: resample onto the grid and write DATACUBE_FINAL and the IMAGE_FOVs."""
+    """Step 8: resample onto the grid and write DATACUBE_FINAL and the IMAGE_FOVs.
+
+    Consumes ``pt``: its columns are dropped as soon as the cube no longer needs them
+    (origin before resampling, the rest after), which lowers the peak memory of a full
+    exposure by several GB; its header stays.
+    """
     if wcs_header is not None:
         grid = grid_from_header(wcs_header, pt, float(params["dlambda"]), where=str(output_wcs))
     else:
         grid = grid_from_pixtable(pt, float(params["dx"]), float(params["dy"]), float(params["dlambda"]))
-    result = make_cube(pt, grid, resample_options(params))
     bunit = pt.default_units()["data"]
+    pt.columns.pop("origin", None)
+    result = make_cube(pt, grid, resample_options(params))
+    pt.columns.clear()
     images = []
     for i, flt in enumerate(filters, start=1):
         image, fraction = collapse(result.data, grid, flt)
@@ -475,8 +485,11 @@ def write_cube(pt: PixTable, params: Mapping, filters, wcs_header, output_wcs, t
                 "ESO DRS MUSE PIXTABLE DAR CORRECT"):  # fmt: skip
         if key in pt.header:
             h[hkey(key.replace("PIXTABLE ", ""))] = pt.header[key]
+    source_qc = fwhm_qc(result.data, grid, "ESO QC SCIPOST")  # NDET, LAMBDA, POSk, FWHMk, FWHM MEDIAN ...
+    add_qc(h, source_qc)
     path = write_datacube(writer.outdir / "DATACUBE_FINAL.fits", h, grid, result.data, result.stat, bunit, extra)
-    writer.products.insert(0, Product(path, "DATACUBE_FINAL", (), {"NREJECTED": result.n_rejected}))
+    writer.products.insert(0, Product(path, "DATACUBE_FINAL", (), {"NREJECTED": result.n_rejected,
+                                                                    **product_qc(source_qc, "ESO QC SCIPOST")}))
 
 
 def _first(frames: Mapping[str, list[Path]], tag: str) -> Path | None:

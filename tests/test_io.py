@@ -163,3 +163,22 @@ def test_write_ifu_images_leaves_nothing_on_error(raw_file, tmp_path):
     with pytest.raises(RecipeError, match="CHAN07"):
         write_ifu_images(path, primary_header(), [3, 7], [raw], build, "adu", "(adu)**2")
     assert not path.exists()
+
+
+def test_fit_comments_shortens_only_what_does_not_fit(tmp_path):
+    import warnings
+
+    from recipes.io import fit_comments, hkey
+
+    header = fits.Header()
+    header[hkey("ESO DRS MUSE PIXTABLE RVCORR")] = (-11.666258025346433, "[km/s] radial-velocity correction applied")
+    header["EXPTIME"] = (600.0, "[s] exposure time")
+    header.add_history("kept as it is")
+    fit_comments(header)
+    assert header.comments["EXPTIME"] == "[s] exposure time"
+    assert header.comments["ESO DRS MUSE PIXTABLE RVCORR"].startswith("[km/s] radial")
+    assert header["ESO DRS MUSE PIXTABLE RVCORR"] == -11.666258025346433
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # astropy would warn "Card is too long"
+        fits.PrimaryHDU(header=header).writeto(tmp_path / "h.fits")
+    assert all(len(card.image) == 80 for card in header.cards)

@@ -48,6 +48,33 @@ def test_origin_round_trip_is_exact_over_the_full_field_ranges():
     np.testing.assert_array_equal(xs + xoffset, x)
     # the DRS stores origin as int32: unpacking the signed view gives the same fields
     np.testing.assert_array_equal(unpack_origin(origin.view(np.int32))[2], xs)
+    # 32-bit words are unpacked without an int64 copy; wider integers give the same fields
+    for words in (origin.view(np.int32), origin.astype(np.int64), origin.view(np.int32).astype(np.int64)):
+        for got, want in zip(unpack_origin(words), (ifu, slice_, x - xoffset, y)):
+            assert got.dtype == np.int32
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("n", [1, 1000, 300_000])  # one chunk of the kernel, and several
+def test_origin_ranges_kernel_matches_reference(n):
+    from recipes.kernels.pixtable_build import origin_ranges, origin_ranges_reference
+
+    ifu, slice_, x, y, xoffset = _random_origins(np.random.default_rng(n), n)
+    x[:1] = xoffset[:1] + 255  # bit 31 set: negative as int32
+    origin = pack_origin(ifu, slice_, x, y, xoffset)
+    want = (int(ifu.min()), int(ifu.max()), int(slice_.min()), int(slice_.max()))
+    for words in (origin, origin.view(np.int32)):
+        assert origin_ranges(words) == origin_ranges_reference(words) == want
+
+
+def test_update_limits_ifu_and_slice_ranges():
+    pt = _table(2000)
+    ifu, slice_, _, _ = unpack_origin(pt.origin)
+    pt.update_limits()
+    for name, col in (("IFU", ifu), ("SLICE", slice_)):
+        assert pt.header[pkey("LIMITS", name, "LOW")] == int(col.min())
+        assert pt.header[pkey("LIMITS", name, "HIGH")] == int(col.max())
+    assert pt.header[pkey("LIMITS", "X", "HIGH")] == pytest.approx(float(pt.xpos.max()))
 
 
 def test_origin_bit_layout_matches_the_drs_shifts():
@@ -198,6 +225,8 @@ def test_inplace_cut_and_consuming_concatenation_keep_the_rows():
     both = PixTable.concatenate([a, b], consume=True)
     np.testing.assert_array_equal(both.lam, expected)
     assert a.nrows == 0 and b.nrows == 0  # the inputs were emptied column by column
+    # ... and their buffers released (an empty view would keep the whole column alive)
+    assert all(col.base is None and col.nbytes == 0 for t in (a, b) for col in t.columns.values())
     with pytest.raises(RecipeError, match="mix coordinate states"):
         c = _table(5)
         c.header[pkey("WCS")] = "projected (intermediate)"

@@ -72,20 +72,25 @@ def _fill(data, dq, stat, left, right, wlc, gx, gy, gcos, gsin, gwidth, slice_no
     ni = wlc.shape[1]
     nj = wlc.shape[2]
     for s in prange(ns):
+        rows = np.empty(ni)  # the y polynomials of the λ solution, one per power of x
         for y in range(ny):
             y1 = float(y + 1)
             xl, xr, lo, hi = _row_span(left, right, s, y1, nx)
             k = starts[s, y]
             base = (np.int64(y + 1) << 11) | (np.int64(ifu) << 6) | np.int64(slice_no[s])
             width = xr - xl
+            # they depend on the CCD row only: evaluated once per row, not per pixel (the
+            # same operations in the same order, so λ is unchanged to the last bit)
+            for i in range(ni):
+                row = 0.0
+                for j in range(nj - 1, -1, -1):
+                    row = row * y1 + wlc[s, i, j]
+                rows[i] = row
             for x1 in range(lo, hi + 1):
                 xf = float(x1)
                 lam = 0.0
                 for i in range(ni - 1, -1, -1):
-                    row = 0.0
-                    for j in range(nj - 1, -1, -1):
-                        row = row * y1 + wlc[s, i, j]
-                    lam = lam * xf + row
+                    lam = lam * xf + rows[i]
                 off = (0.5 - (xf - xl) / width) * gwidth[s]
                 o_xpos[k] = gx[s] + off * gcos[s]
                 o_ypos[k] = gy[s] + off * gsin[s]
@@ -162,3 +167,44 @@ def build_pixels_reference(data, dq, stat, left, right, wlc, gx, gy, angle, gwid
         origin = ((x1 - int(xoffset[s])) << 24) | ((rows + 1) << 11) | (int(ifu) << 6) | int(slice_no[s])
         cols[6].append(origin.astype(np.uint32))
     return tuple(np.concatenate(c) if c else np.zeros(0) for c in cols)
+
+
+# --------------------------------------------------------------------------------------
+# IFU and slice ranges of a table's origin words (the LIMITS header keys)
+# --------------------------------------------------------------------------------------
+
+
+@njit(cache=True, parallel=True)
+def _origin_ranges(origin):
+    n = origin.size
+    nchunk = max(1, min(64, n // 65536 + 1))
+    step = (n + nchunk - 1) // nchunk
+    part = np.empty((nchunk, 4), dtype=np.int64)
+    for c in prange(nchunk):
+        ilo, ihi, slo, shi = 1 << 30, -1, 1 << 30, -1
+        for i in range(c * step, min(n, (c + 1) * step)):
+            o = np.int64(origin[i])
+            ifu = (o >> 6) & 0x1F
+            sl = o & 0x3F
+            ilo = min(ilo, ifu)
+            ihi = max(ihi, ifu)
+            slo = min(slo, sl)
+            shi = max(shi, sl)
+        part[c, 0], part[c, 1], part[c, 2], part[c, 3] = ilo, ihi, slo, shi
+    return part[:, 0].min(), part[:, 1].max(), part[:, 2].min(), part[:, 3].max()
+
+
+def origin_ranges(origin: np.ndarray) -> tuple[int, int, int, int]:
+    """``(ifu_min, ifu_max, slice_min, slice_max)`` of non-empty origin words (uint32 or
+    int32, DRS bit layout: slice in bits 0-5, IFU in bits 6-10), in one parallel pass
+    without the temporaries of unpacking every field."""
+    if origin.size == 0:
+        raise ValueError("origin_ranges needs at least one row")
+    return tuple(int(v) for v in _origin_ranges(np.ascontiguousarray(origin)))  # type: ignore[return-value]
+
+
+def origin_ranges_reference(origin: np.ndarray) -> tuple[int, int, int, int]:
+    """Plain numpy twin of :func:`origin_ranges`."""
+    o = np.asarray(origin).astype(np.int64) & 0xFFFFFFFF
+    ifu, sl = (o >> 6) & 0x1F, o & 0x3F
+    return int(ifu.min()), int(ifu.max()), int(sl.min()), int(sl.max())
