@@ -179,7 +179,62 @@ def alignment_offsets(database: Database, truth) -> list[Fidelity]:
     return [Fidelity("exposure offsets (exp-align)", f"max |Δ| {worst:.3f}\"", "< 0.05\"", worst < 0.05)]
 
 
-CHECKS: tuple[Callable[[Database, object], list[Fidelity]], ...] = (bias_levels, trace_edges, wavelengths, lsf_widths, alignment_offsets)
+def _rows(database: Database, tag: str, recipe: str) -> list[Reduced]:
+    with database.session() as session:
+        rows = session.scalars(select(Reduced).where(Reduced.PRO_CATG == tag, Reduced.recipe_name == recipe,
+                                                     Reduced.status == "ok")).all()
+    return [row for row in rows if Path(row.path).is_file()]
+
+
+def final_cube(database: Database, truth) -> list[Fidelity]:
+    """The combined cube (muse_exp_combine DATACUBE_FINAL) against the scene
+    (:mod:`musered.cubetruth`): star fluxes / truth, the same relative to the single
+    exposures' scipost cubes (combining must not change fluxes), star positions, and the
+    noise over the one its STAT predicts from the input variances."""
+    from .cubetruth import cube_scene, fit_stars, noise_ratio, relative_flux_ratios, star_flux_ratios
+
+    if truth.profile != "mini" or "stars" not in truth.sources:
+        return []   # the full profile's cube is too large to model here
+    rows = []
+    for product in _rows(database, "DATACUBE_FINAL", "muse_exp_combine"):
+        if not cube_exposures_of(product) & set(truth.exposures):
+            continue   # not a cube of this simulation
+        scene = cube_scene(Path(product.path), truth)
+        ratios = star_flux_ratios(scene)
+        if ratios:
+            values = np.array(list(ratios.values()))
+            worst = float(np.abs(values - 1).max())
+            rows.append(Fidelity("star fluxes in the final cube / truth",
+                                 f"{len(values)} stars, {values.min():.3f} … {values.max():.3f}", "1 ± 0.01",
+                                 worst < 0.01))
+        singles = [cube_scene(Path(cube.path), truth) for cube in _rows(database, "DATACUBE_FINAL", "muse_scipost")
+                   if cube_exposures_of(cube) & set(scene.exposures)]
+        relative = list(relative_flux_ratios(scene, singles).values())
+        if relative:
+            worst = float(np.abs(np.array(relative) - 1).max())
+            rows.append(Fidelity("star fluxes final / single-exposure cubes", f"{len(relative)} stars, max |Δ| "
+                                 f"{100 * worst:.2f} %", "< 1 %", worst < 0.01))
+        stars = fit_stars(scene)
+        if stars:
+            worst = max(float(np.hypot(f.dxi, f.deta)) for f in stars.values())
+            rows.append(Fidelity("star centroids in the final cube", f"{len(stars)} stars, max |Δ| {worst:.3f}\"",
+                                 "< 0.05\"", worst < 0.05))
+        ratio, n = noise_ratio(scene)
+        if n:
+            rows.append(Fidelity("final cube noise / √STAT (sky spaxels)", f"{ratio:.3f} ({n} spaxels)", "1 ± 0.1",
+                                 abs(ratio - 1) < 0.1))
+    return rows
+
+
+def cube_exposures_of(row: Reduced) -> set[str]:
+    """Raw names of the exposures in the cube of a database row (from its header)."""
+    from .cubetruth import cube_exposures
+
+    return set(cube_exposures(fits.getheader(row.path)))
+
+
+CHECKS: tuple[Callable[[Database, object], list[Fidelity]], ...] = (
+    bias_levels, trace_edges, wavelengths, lsf_widths, alignment_offsets, final_cube)
 
 
 def fidelity_table(database: Database, truth) -> list[Fidelity]:

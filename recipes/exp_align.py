@@ -10,11 +10,11 @@ The recipe reads as its steps:
 2. per image: background, point sources with the adaptive threshold, shape and
    bad-pixel cuts (:mod:`recipes.sourcedetect`); pixel positions to RA/Dec by the WCS;
 3. offsets (:func:`compute_offsets`), in the tangent plane of the reference [arcsec]:
-   for every pair of exposures, a 2-D histogram (``nbins`` per axis over
-   ±``rsearch[0]``) of all source separations gives the first pair displacement (mean of
-   the separations in the 3×3 bins around the peak); a global weighted least-squares
-   solution gives per-exposure offsets with the reference fixed at 0; then for each
-   following radius of ``rsearch``, sources are matched pairwise (nearest neighbour
+   for every pair of exposures, the first pair displacement is the one most of their
+   source separations (within ±``rsearch[0]``) agree on to half a bin of the DRS's 2-D
+   histogram (``rsearch[0]``/``nbins``; mean of those separations); a global weighted
+   least-squares solution gives per-exposure offsets with the reference fixed at 0; then
+   for each following radius of ``rsearch``, sources are matched pairwise (nearest neighbour
    within the radius after removing the current solution), the pair displacement is the
    mean of the matched separations (weighted by √(flux_i flux_j) with ``weight``), and
    the global solution is recomputed (pair weights: number of matches). Exposures that
@@ -202,8 +202,12 @@ def compute_offsets(positions: Sequence[np.ndarray], fluxes: Sequence[np.ndarray
     flx = [np.clip(np.asarray(f, dtype=np.float64), 0.0, None) for f in fluxes]
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
 
-    # First iteration: histogram of all separations.
+    # First iteration: the displacement most separations agree on. Each separation votes
+    # for the others within half a histogram bin (r0 / nbins): a sharper peak than the
+    # fixed bins of a 2-D histogram, which split a match over two bins and, on small fields
+    # whose stars are ~1 bin apart, let the stars' mutual separations pull the mean.
     r0 = radii[0]
+    tolerance = r0 / nbins
     pair_d: dict[tuple[int, int], tuple[np.ndarray, float]] = {}
     for i, j in pairs:
         if len(pos[i]) == 0 or len(pos[j]) == 0:
@@ -212,19 +216,19 @@ def compute_offsets(positions: Sequence[np.ndarray], fluxes: Sequence[np.ndarray
         sep = sep[(np.abs(sep[:, 0]) <= r0) & (np.abs(sep[:, 1]) <= r0)]
         if len(sep) == 0:
             continue
-        hist, xe, ye = np.histogram2d(sep[:, 0], sep[:, 1], bins=nbins, range=[[-r0, r0], [-r0, r0]])
-        peak = np.unravel_index(np.argmax(hist), hist.shape)
-        mean_count = len(sep) / hist.size
+        votes = np.array([len(v) for v in cKDTree(sep).query_ball_point(sep, tolerance)])
+        best = int(np.argmax(votes))
+        chance = len(sep) * np.pi * tolerance**2 / (2.0 * r0) ** 2
         # a peak that chance alone would give is no match (e.g. exposures that do not overlap)
-        if hist[peak] < max(3.0, 3.0 * (mean_count + 1.0)):
+        if votes[best] < max(3.0, 3.0 * (chance + 1.0)):
             continue
-        width = xe[1] - xe[0]
-        centre = np.array([0.5 * (xe[peak[0]] + xe[peak[0] + 1]), 0.5 * (ye[peak[1]] + ye[peak[1] + 1])])
-        near = np.all(np.abs(sep - centre) <= 1.5 * width, axis=1)
-        pair_d[(i, j)] = (sep[near].mean(axis=0), float(hist[peak]))
+        near = np.hypot(*(sep - sep[best]).T) <= tolerance
+        centre = sep[near].mean(axis=0)
+        near = np.hypot(*(sep - centre).T) <= tolerance
+        pair_d[(i, j)] = (sep[near].mean(axis=0), float(near.sum()))
     solution, matched = _solve(n, pair_d)
 
-    # with a single radius, the matches are the histogram peaks
+    # with a single radius, the matches are the first-iteration peaks
     nmatch_pairs: dict[tuple[int, int], int] = {key: int(count) for key, (_, count) in pair_d.items()}
     for radius in radii[1:]:
         pair_d = {}

@@ -53,6 +53,7 @@ from .cube import (
     write_datacube,
     write_image_fov,
 )
+from .cubeqc import fwhm_qc, product_qc
 from .io import hkey
 from .make_cube import apply_offsets, merge_tables, read_offsets, resample_options, resample_params
 from .pixtable import PixTable, pkey
@@ -185,7 +186,9 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
         tables.append((mjd if mjd is not None else np.inf, str(pt.header.get("DATE-OBS", "")), path, pt))
     tables.sort(key=lambda t: (t[0], t[1], str(t[2])))
     mode = tables[0][3].header.get("ESO INS MODE")
-    logger.info("combining %d exposures: %s", len(tables), ", ".join(t[2].name for t in tables))
+    # every exposure's table has the same file name: name them by DATE-OBS (else folder/file)
+    logger.info("combining %d exposures: %s", len(tables),
+                ", ".join(t[1] or f"{t[2].parent.name}/{t[2].name}" for t in tables))
     for _, _, path, pt in tables:
         if pt.header.get("ESO INS MODE") != mode:
             raise RecipeError(f"{path}: INS MODE {pt.header.get('ESO INS MODE')!r} differs from {mode!r} "
@@ -268,6 +271,7 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
             expmap = exposure_map(pt, bounds, exptimes, grid)
             qc = [("ESO QC EXPCOMB NEXP", len(paths), "number of exposures combined"),
                   ("ESO QC EXPCOMB NREJECTED", int(result.n_rejected), "pixels rejected as cosmic rays")]  # fmt: skip
+            qc += fwhm_qc(result.data, grid, "ESO QC EXPCOMB")  # NDET, LAMBDA, POSk, FWHMk, FWHM MEDIAN ...
             del pt
             images = []
             for i, flt in enumerate(loaded_filters, start=1):
@@ -286,8 +290,7 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
             path = write_datacube(outdir / "DATACUBE_FINAL.fits", header_for("DATACUBE_FINAL", qc), grid,
                                   result.data, result.stat, bunit, extra)  # fmt: skip
             written.append(path)
-            products.insert(0, Product(path, "DATACUBE_FINAL", (), {"NEXP": len(paths),
-                                                                     "NREJECTED": int(result.n_rejected)}))
+            products.insert(0, Product(path, "DATACUBE_FINAL", (), product_qc(qc, "ESO QC EXPCOMB")))
             h = header_for("EXPMAP")
             ext = grid.header(2)
             ext["BUNIT"] = "s"

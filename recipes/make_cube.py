@@ -130,7 +130,10 @@ def apply_offsets(pt: PixTable, table: Table, where: Path) -> tuple[float, float
     if pt.wcs_state == WCS_PIXEL:
         raise RecipeError(f"{where}: OFFSET_LIST cannot be applied to a pixel table in pixel units")
     dra, ddec = float(row["RA_OFFSET"]), float(row["DEC_OFFSET"])
-    scale = float(row["FLUX_SCALE"]) if "FLUX_SCALE" in table.colnames else 1.0
+    # A missing FLUX_SCALE means 1 (DRS); muse_exp_align writes NaN, which astropy reads
+    # back as a masked value.
+    scale = table["FLUX_SCALE"][row.index] if "FLUX_SCALE" in table.colnames else 1.0
+    scale = 1.0 if np.ma.is_masked(scale) or not np.isfinite(float(scale)) else float(scale)
     ra, dec = pt.reference()
     set_wcs_state(pt.header, pt.wcs_state, (ra - dra, dec - ddec))
     if np.isfinite(scale) and scale != 1.0:

@@ -246,6 +246,28 @@ def test_combined_pixtable(tmp_path, tables):
     assert pt.weight is not None and pt.wcs_state == "positioned"
 
 
+def test_nan_flux_scale_means_one_and_exposures_are_named_apart(tmp_path, tables, caplog):
+    """muse_exp_align writes FLUX_SCALE = NaN (astropy reads it back masked): no scaling, no
+    warning; the log names the exposures by DATE-OBS, not by their shared file name."""
+    import logging
+    import warnings
+
+    paths, offsets = tables
+    table = Table.read(offsets)
+    table["FLUX_SCALE"] = np.nan
+    table.write(tmp_path / "OFFSET_LIST_nan.fits")
+    (tmp_path / "ref").mkdir()
+    ref, _ = run(tmp_path / "ref", {"PIXTABLE_REDUCED": paths, "OFFSET_LIST": [offsets]})
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="recipes.exp_combine"):
+        warnings.simplefilter("error")
+        out, _ = run(tmp_path, {"PIXTABLE_REDUCED": paths, "OFFSET_LIST": [tmp_path / "OFFSET_LIST_nan.fits"]})
+    _, data, _, _ = read_cube(out / "DATACUBE_FINAL.fits")
+    _, expected, _, _ = read_cube(ref / "DATACUBE_FINAL.fits")   # FLUX_SCALE 1.0
+    np.testing.assert_allclose(data, expected, rtol=1e-6)
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("combining"))
+    assert all(f"2017-09-04T00:{10 + i:02d}:00.000" in line for i in range(4)), line
+
+
 def test_bad_inputs(tmp_path, tables):
     paths, _ = tables
     out = tmp_path / "o"

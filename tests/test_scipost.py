@@ -1,26 +1,26 @@
 """muse_scipost on the simulator's mini profile (2 IFUs, 2 exposures) against its truth.
 
-The module fixture simulates a night (BIAS, FLAT, ARC, 2 OBJECT exposures at position
-angles 0° and 90°), runs muse_bias, muse_flat, muse_wavecal and muse_scibasic, and then
-muse_scipost with several ``skymethod`` values onto the grid of the truth cube
-(OUTPUT_WCS = the simulator's ``skycube`` WCS), so that cube and truth compare spaxel by
-spaxel.
+The module fixture simulates a night (BIAS, FLAT, ARC, a standard star, 2 OBJECT exposures
+at position angles 0° and 90°), runs muse_bias, muse_flat, muse_wavecal, muse_scibasic and
+muse_standard, and then muse_scipost with several ``skymethod`` values onto the grid of
+the truth cube (OUTPUT_WCS = the simulator's ``skycube`` WCS), so that cube and truth
+compare spaxel by spaxel; the truth cube is rendered for the seeing of the exposure.
 
-STD_RESPONSE: the truth's sensitivity (detected e-/s/Å per erg/s/cm²/Å) times the
-instrument's flat-field normalisation factor c(λ) (≈ 0.95: the CCD pixel of a slice
-covers 18/18.5 spaxels in the mini layout, slice edges, QE), which the truth does not
-record and muse_standard absorbs in the response. The test measures c(λ) on the sky
-continuum of the *other* exposure, in spaxels where the truth has no scene continuum
-(the simulated sky is not extincted), so the star and nebula fluxes of the tested
-exposure are an independent check of flux calibration, extinction, sky subtraction and
-resampling.
+Two STD_RESPONSE curves: the truth's sensitivity (detected e-/s/Å per erg/s/cm²/Å) times
+the flat-field normalisation c(λ) ≈ 0.95 (``Truth.flat_normalisation``: the mean QE,
+slice throughput, CCD pixel per spaxel, edge and pixel height in Å of the slice pixels,
+which the flat-fielded counts carry), for the tests of scipost alone; and the pipeline's
+own, from the standard exposure, for the end-to-end flux test.
 
 The simulator has no atmospheric refraction and no radial-velocity shift: the truth
 comparisons run with ``lambdaref=-1`` and ``rvcorr=none``; DAR is tested on its own.
 The true pointing error of each exposure is corrected with an OFFSET_LIST (RA_OFFSET =
 −error, see recipes/postprocess.py for the sign convention). The simulated sky reaches
 each slice with its own ±2 % illumination factor, which no calibration frame of the mini
-night records: the truth comparisons run with ``autocalib=deepfield``.
+night records at the slice level (the twilight cube is smooth). The comparisons run with
+``autocalib=none`` and carry it (≈ ±1 % on a star): ``deepfield`` takes its factors from
+the darkest half of the field, whose nebular-line pixels and star wings pull the per-slice
+medians in this small, crowded field (measured: [SII] −2.5 %, stars −2 to −5 %).
 """
 
 from __future__ import annotations
@@ -57,11 +57,11 @@ def night(tmp_path_factory):
     """Simulated night, calibrations and the PIXTABLE_OBJECT files of both exposures."""
     from musered.simulate.run import simulate
     from musered.simulate.truth import load_truth
-    from recipes import bias, flat, scibasic, wavecal
+    from recipes import bias, flat, scibasic, standard, wavecal
 
     base = tmp_path_factory.mktemp("scipost-night")
-    simulate(base, profile="mini", kinds={"BIAS", "FLAT", "ARC", "OBJECT"}, exposures=2, ifus=2)
-    for name in ("bias", "flat", "wavecal"):
+    simulate(base, profile="mini", kinds={"BIAS", "FLAT", "ARC", "STD", "OBJECT"}, exposures=2, ifus=2)
+    for name in ("bias", "flat", "wavecal", "std", "standard"):
         (base / name).mkdir()
     bias.RECIPE.run({"BIAS": _raw_of(base, "BIAS")}, bias.RECIPE.merge_params(), base / "bias")
     mb = base / "bias" / "MASTER_BIAS.fits"
@@ -86,7 +86,17 @@ def night(tmp_path_factory):
         products = scibasic.RECIPE.run({"OBJECT": [raw], **calibs}, scibasic.RECIPE.merge_params(), out)
         tables = sorted(p.path for p in products if p.tag == "PIXTABLE_OBJECT")
         exposures.append({"tables": tables, "truth": truth.exposures[raw.name], "header": fits.getheader(raw)})
-    return {"base": base, "truth": truth, "exposures": exposures, "static": base / "muse-calib"}
+    # the pipeline's own response: standard exposure -> muse_scibasic -> muse_standard
+    products = scibasic.RECIPE.run({"STD": _raw_of(base, "STD"), **calibs}, scibasic.RECIPE.merge_params(),
+                                   base / "std")  # fmt: skip
+    static = base / "muse-calib"
+    products = standard.RECIPE.run(
+        {"PIXTABLE_STD": sorted(p.path for p in products if p.tag == "PIXTABLE_STD"),
+         "EXTINCT_TABLE": [static / "extinct_table.fits"], "STD_FLUX_TABLE": [static / "std_flux_table.fits"]},
+        standard.RECIPE.merge_params(), base / "standard",
+    )  # fmt: skip
+    pipeline = {p.tag: [p.path] for p in products if p.tag in ("STD_RESPONSE", "STD_TELLURIC")}
+    return {"base": base, "truth": truth, "exposures": exposures, "static": static, "pipeline": pipeline}
 
 
 def _sky_true(lam: np.ndarray, truth) -> np.ndarray:
@@ -104,15 +114,13 @@ def _line_free(lam: np.ndarray, truth) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def calib(night):
-    """STD_RESPONSE (truth sensitivity × c(λ) measured on exposure 2's sky), STD_TELLURIC,
+    """STD_RESPONSE (truth sensitivity × flat normalisation c(λ)), STD_TELLURIC (1),
     OUTPUT_WCS on the truth grid, and per-exposure OFFSET_LIST correcting the pointing error."""
-    from recipes import postprocess as pp
-
     base, truth, static = night["base"], night["truth"], night["static"]
     resp = truth.response()
     lam, sens = resp["lambda"], resp["sensitivity"]
-    r0 = _table(base / "resp0.fits", "STD_RESPONSE", {"lambda": lam, "response": 2.5 * np.log10(sens),
-                                                      "resperr": np.full(lam.size, 0.01)})  # fmt: skip
+    c = truth.flat_normalisation(lam)
+    assert 0.9 < c.min() and c.max() < 1.0  # QE, throughput, edges and pixel size of the mini layout
     _, th = truth.skycube()
     wcs = fits.PrimaryHDU()
     for card in th.cards:
@@ -129,25 +137,6 @@ def calib(night):
                "RA_OFFSET": [-err[0] / 3600.0 / cosd], "DEC_OFFSET": [-err[1] / 3600.0],
                "FLUX_SCALE": [1.0]}).write(path)  # fmt: skip
         offsets.append(path)
-    # c(λ): the other exposure's cube with the bare sensitivity, in spaxels where the truth
-    # has no scene continuum, over the true (unextincted) sky continuum
-    frames = {"PIXTABLE_OBJECT": night["exposures"][1]["tables"], "STD_RESPONSE": [r0],
-              "EXTINCT_TABLE": [static / "extinct_table.fits"], "ASTROMETRY_WCS": [static / "astrometry_wcs.fits"],
-              "OUTPUT_WCS": [output_wcs], "OFFSET_LIST": [offsets[1]]}  # fmt: skip
-    data, h = _cube(_scipost(night, "out-response", frames, skymethod="none", save="cube", autocalib="none"))
-    scene = _truth_like(night, data, h)
-    nz = scene.shape[0]
-    lam_c = h["CRVAL3"] + h["CD3_3"] * (np.arange(nz) + 1 - h["CRPIX3"])
-    ok = _line_free(lam_c, truth) & (lam_c > lam_c[0] + 15) & (lam_c < lam_c[-1] - 15)
-    ext = pp.read_extinction(static / "extinct_table.fits")
-    airmass = night["exposures"][1]["truth"]["airmass"]
-    expected = _sky_true(lam_c, truth) * 10 ** (0.4 * np.interp(lam_c, *ext) * airmass)
-    sky_spaxels = _inner(data, np.flatnonzero(ok)) & (np.nanmean(scene[ok], axis=0) < 0.002 * np.median(expected))
-    assert sky_spaxels.sum() > 30
-    measured = np.nanmean(data[:nz][:, sky_spaxels], axis=1)
-    coeff = np.polyfit(lam_c[ok] - 6500.0, measured[ok] / expected[ok], 3)
-    c = np.polyval(coeff, np.clip(lam, lam_c[ok][0], lam_c[ok][-1]) - 6500.0)
-    assert 0.85 < c.min() and c.max() < 1.05  # a flat-field normalisation, not a broken chain
     response = _table(base / "resp.fits", "STD_RESPONSE", {"lambda": lam, "response": 2.5 * np.log10(sens * c),
                                                            "resperr": np.full(lam.size, 0.01)})  # fmt: skip
     telluric = _table(base / "tell.fits", "STD_TELLURIC", {"lambda": lam, "ftelluric": np.ones(lam.size),
@@ -174,7 +163,7 @@ def _scipost(night, name: str, frames: dict, **params):
     out = night["base"] / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    base_params = {"lambdaref": -1.0, "rvcorr": "none", "autocalib": "deepfield"}
+    base_params = {"lambdaref": -1.0, "rvcorr": "none", "autocalib": "none"}
     base_params.update(params)
     return RECIPE.run(frames, RECIPE.merge_params(base_params), out)
 
@@ -187,7 +176,8 @@ def _cube(products) -> tuple[np.ndarray, fits.Header]:
 
 @pytest.fixture(scope="module")
 def cubes(night, calib):
-    """{skymethod: (cube, header)} of exposure 1 on the truth grid, and the truth cube cut to it."""
+    """{skymethod: (cube, header)} of exposure 1 on the truth grid, and the truth cube (at the
+    exposure's seeing) cut to it. ``none`` runs without autocalib (the nebula test)."""
     out = {}
     for method in ("simple", "model", "none"):
         products = _scipost(night, f"out-{method}", _frames(night, calib, 0), skymethod=method,
@@ -196,14 +186,16 @@ def cubes(night, calib):
         if method == "model":
             out["products"] = products
     data, h = out["simple"]
-    out["truth"] = _truth_like(night, data, h)
+    out["truth"] = _truth_like(night, data, h, exposure=0)
     out["lam"] = h["CRVAL3"] + h["CD3_3"] * (np.arange(data.shape[0]) + 1 - h["CRPIX3"])
     return out
 
 
-def _truth_like(night, data: np.ndarray, h: fits.Header) -> np.ndarray:
-    """The truth cube cut to a cube made on its grid (OUTPUT_WCS), NaN-padded to its shape."""
-    truth, th = night["truth"].skycube()
+def _truth_like(night, data: np.ndarray, h: fits.Header, exposure: int | None = None) -> np.ndarray:
+    """The truth cube cut to a cube made on its grid (OUTPUT_WCS), NaN-padded to its shape;
+    stars for the seeing of ``exposure`` (default: the mean seeing of the night)."""
+    seeing = None if exposure is None else night["exposures"][exposure]["truth"]["seeing"]
+    truth, th = night["truth"].skycube(seeing)
     z0 = int(round((h["CRVAL3"] - th["CRVAL3"]) / th["CD3_3"]))
     assert z0 >= 0 and h["CRPIX1"] == th["CRPIX1"] and h["CRPIX2"] == th["CRPIX2"]
     nz, ny, nx = data.shape
@@ -233,33 +225,29 @@ def _planes(cubes, night, edge: float = 15.0) -> np.ndarray:
 # --------------------------------------------------------------------------------------
 
 
-def test_point_source_fluxes_within_two_percent(night, cubes):
+def _star_ratios(night, data: np.ndarray, h: fits.Header, truth: np.ndarray, planes: np.ndarray) -> dict:
+    """{star: cube / truth} of the continuum-plane sums in a 1.2″ radius aperture, for the
+    stars whose aperture lies inside the data."""
     from astropy.wcs import WCS
 
-    data, h = cubes["simple"]
-    truth = cubes["truth"]
-    planes = _planes(cubes, night)
     inner = _inner(data, planes)
     img = np.nansum(data[planes], axis=0)
     timg = truth[planes].sum(axis=0)
     w = WCS(h).celestial
     yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
-    checked = 0
+    out = {}
     for star in night["truth"].sources["stars"]:
         x, y = w.wcs_world2pix(star["ra"], star["dec"], 0)
-        ap = np.hypot(xx - x, yy - y) < 6.0  # 1.2″ radius
-        if not inner[ap].all():
-            continue
-        ratio = img[ap].sum() / timg[ap].sum()
-        assert abs(ratio - 1) < 0.02, (star["name"], ratio)
-        checked += 1
-    assert checked >= 2
+        ap = np.hypot(xx - x, yy - y) < 6.0
+        if ap.sum() > 100 and inner[ap].all() and np.isfinite(timg[ap]).all():
+            out[star["name"]] = float(img[ap].sum() / timg[ap].sum())
+    return out
 
 
-def test_nebula_line_flux_in_a_large_aperture(night, cubes):
-    """[SII] 6716+6731 over the inner field, each above its local continuum (no sky lines near)."""
-    data, _ = cubes["none"]
-    truth, lam = cubes["truth"], cubes["lam"][: cubes["truth"].shape[0]]
+def _nebula_ratio(data: np.ndarray, truth: np.ndarray, lam: np.ndarray) -> float:
+    """[SII] 6716+6731 over the inner field, each above its local continuum (no sky lines
+    near), cube / truth."""
+    lam = lam[: truth.shape[0]]
     line = np.flatnonzero((lam > 6710) & (lam < 6738))
     cont = np.flatnonzero(((lam > 6690) & (lam < 6704)) | ((lam > 6745) & (lam < 6760)))
     inner = _inner(data, np.concatenate([line, cont]))
@@ -269,15 +257,137 @@ def test_nebula_line_flux_in_a_large_aperture(night, cubes):
         fit = np.polyfit(lam[cont], spec[cont], 1)
         return float(np.sum(spec[line] - np.polyval(fit, lam[line])))
 
-    ratio = line_flux(data) / line_flux(truth)
-    # measured 0.95: emission lines (nebular, and sky lines in the pixel table) come out
-    # 2-5 % below the truth relative to the continuum, which agrees to 1 % (open point:
-    # upstream of scipost, see the issue note); this guards against anything worse
-    assert abs(ratio - 1) < 0.07, ratio
+    return line_flux(data) / line_flux(truth)
 
 
-def _centroid(img: np.ndarray, x: float, y: float, inside: np.ndarray, radius: float = 4.0) -> tuple[float, float]:
-    """First moment in a disc of ``radius`` spaxels, re-centred until it converges."""
+def test_point_source_fluxes_within_two_percent(night, cubes):
+    """Measured 0.983-1.009 (the aperture sums also hold the drizzle's broadening of the
+    PSF and the ±2 % sky illumination of the star's slices)."""
+    ratios = _star_ratios(night, *cubes["simple"], cubes["truth"], _planes(cubes, night))
+    assert len(ratios) >= 2
+    assert all(abs(r - 1) < 0.02 for r in ratios.values()), " ".join(f"{k}={v:.3f}" for k, v in ratios.items())
+
+
+def test_nebula_line_flux_in_a_large_aperture(night, cubes):
+    """Emission lines keep their flux through the chain: the simulator integrates each line
+    over every pixel's λ extent, the pipeline's flat-fielded rows are flux densities that
+    the resampler averages, and the truth cube integrates over its planes. Measured 1.018;
+    the [SII] flux of one 600 s exposure has 1.7 % of photon and read noise, so 2 % is
+    the limit here (1 % is tested on a 20× brighter nebula below). The former 5 % deficit
+    was the test's own response (c(λ) measured on the faint sky, 1.2 % high from the dark
+    current) and autocalib=deepfield (2.5 %, see the module doc)."""
+    data, _ = cubes["none"]
+    ratio = _nebula_ratio(data, cubes["truth"], cubes["lam"])
+    assert abs(ratio - 1) < 0.02, ratio
+
+
+def test_sky_line_fluxes_through_the_chain(night, cubes):
+    """Sky lines (uniform on the sky, bright) keep their flux from the simulator's CCD to
+    the cube: the mean spectrum of the inner field without sky subtraction, each isolated
+    line above its local continuum, against the truth (not extincted: the pipeline's
+    extinction correction raises it by 10^(0.4 k(λ) X)). Measured: 0.990-1.008 per line,
+    1.001 in total; the spread is noise and the ±2 % per-slice sky illumination."""
+    from musered.simulate.sources import extinction, sky_lines
+
+    data, _ = cubes["none"]
+    lam = cubes["lam"]
+    inner = _inner(data, np.flatnonzero((lam > lam[0] + 15) & (lam < lam[-1] - 15)))
+    assert inner.sum() > 500
+    spec = np.nanmean(data[:, inner], axis=1)
+    nebula = np.array([v["lambda"] for v in night["truth"].sources["nebula"]["lines"].values()])
+    airmass = night["exposures"][0]["truth"]["airmass"]
+    sl, sf = sky_lines()
+    measured, expected = [], []
+    for ll, flux in zip(sl, sf):
+        others = np.concatenate([sl[sl != ll], nebula])
+        if not (lam[0] + 25 < ll < lam[-1] - 25) or np.min(np.abs(others - ll)) < 12 or flux < 1.5e-16:
+            continue
+        core = np.abs(lam - ll) < 7
+        cont = (np.abs(lam - ll) > 9) & (np.abs(lam - ll) < 25) & np.all(np.abs(lam[:, None] - others) > 9, axis=1)
+        fit = np.polyfit(lam[cont] - ll, spec[cont], 1)
+        measured.append(float(np.sum(spec[core] - np.polyval(fit, lam[core] - ll)) * 1.25))
+        expected.append(flux * 0.04 * 1e20 * 10 ** (0.4 * float(extinction(ll)) * airmass))
+    ratios = np.array(measured) / np.array(expected)
+    assert ratios.size >= 6
+    assert abs(np.sum(measured) / np.sum(expected) - 1) < 0.01, ratios
+    assert np.all(np.abs(ratios - 1) < 0.02), ratios
+
+
+def test_fluxes_with_the_pipeline_response(night, calib, cubes):
+    """End to end: standard exposure → muse_scibasic → muse_standard → STD_RESPONSE and
+    STD_TELLURIC → muse_scipost of a science exposure → star and nebula fluxes vs the
+    truth within 2 % (measured: stars 0.992-1.018, [SII] 1.017 with its 1.7 % noise;
+    the response's −0.01 mag, see test_standard, raises them by 0.9 %)."""
+    frames = {**_frames(night, calib, 0), **night["pipeline"]}
+    data, h = _cube(_scipost(night, "out-pipeline-stars", frames, skymethod="simple", save="cube"))
+    ratios = _star_ratios(night, data, h, cubes["truth"], _planes(cubes, night))
+    assert len(ratios) >= 2
+    assert all(abs(r - 1) < 0.02 for r in ratios.values()), " ".join(f"{k}={v:.3f}" for k, v in ratios.items())
+    data, _ = _cube(_scipost(night, "out-pipeline-nebula", frames, skymethod="none", save="cube"))
+    ratio = _nebula_ratio(data, cubes["truth"], cubes["lam"])
+    assert abs(ratio - 1) < 0.02, ratio
+
+
+@pytest.fixture(scope="module")
+def bright_nebula(night, calib):
+    """The first science exposure again, with the nebula 20× brighter (same seed: same
+    instrument, pointing and noise streams), reduced with the night's calibrations: its
+    [SII] flux is measured to ≈ 0.1 %, where the real scene's has ≈ 1.7 % of noise."""
+    from musered.simulate import sources
+    from musered.simulate.run import simulate
+    from musered.simulate.truth import load_truth
+    from recipes import scibasic
+
+    base = night["base"] / "bright-nebula"
+    shutil.rmtree(base, ignore_errors=True)
+    make_scene = sources.make_scene
+
+    def brighter(rng, field):
+        scene = make_scene(rng, field)
+        scene.nebula.surface *= 20.0
+        return scene
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sources, "make_scene", brighter)
+        simulate(base, profile="mini", kinds={"OBJECT"}, exposures=2, ifus=2)
+    raw = _raw_of(base, "OBJECT")[0]
+    assert fits.getheader(raw)["DATE-OBS"] == night["exposures"][0]["header"]["DATE-OBS"]
+    calibs = {tag: [night["base"] / sub / f"{tag}.fits"] for tag, sub in (
+        ("MASTER_BIAS", "bias"), ("MASTER_FLAT", "flat"), ("TRACE_TABLE", "flat"), ("WAVECAL_TABLE", "wavecal"))}
+    calibs["GEOMETRY_TABLE"] = [night["static"] / "geometry_table.fits"]
+    calibs["BADPIX_TABLE"] = [night["static"] / "badpix_table.fits"]
+    products = scibasic.RECIPE.run({"OBJECT": [raw], **calibs}, scibasic.RECIPE.merge_params(), base)
+    tables = sorted(p.path for p in products if p.tag == "PIXTABLE_OBJECT")
+    truth = load_truth(base)
+    return tables, truth
+
+
+@pytest.mark.parametrize("response", ["truth", "pipeline"])
+def test_bright_nebula_line_flux_within_one_percent(night, calib, bright_nebula, response):
+    """[SII] of the 20× brighter nebula over the inner field, no sky subtraction: measured
+    1.00 with the truth response and 1.01 with the pipeline's (its −0.01 mag)."""
+    tables, truth = bright_nebula
+    frames = {**_frames(night, calib, 0), "PIXTABLE_OBJECT": tables}
+    if response == "pipeline":
+        frames.update(night["pipeline"])
+    data, h = _cube(_scipost(night, f"out-bright-{response}", frames, skymethod="none", save="cube"))
+    cube, th = truth.skycube(night["exposures"][0]["truth"]["seeing"])
+    z0 = int(round((h["CRVAL3"] - th["CRVAL3"]) / th["CD3_3"]))
+    nz, ny, nx = data.shape
+    cut = np.full((min(nz, cube.shape[0] - z0), ny, nx), np.nan, dtype=np.float32)
+    part = cube[z0 : z0 + cut.shape[0], :ny, :nx]
+    cut[:, : part.shape[1], : part.shape[2]] = part
+    lam = h["CRVAL3"] + h["CD3_3"] * (np.arange(nz) + 1 - h["CRPIX3"])
+    ratio = _nebula_ratio(data, cut, lam)
+    assert abs(ratio - 1) < 0.01, ratio
+
+
+def _centroid(img: np.ndarray, x: float, y: float, inside: np.ndarray, radius: float = 2.5) -> tuple[float, float]:
+    """First moment in a disc of ``radius`` spaxels, re-centred until it converges.
+
+    0.5″ (less than one seeing FWHM): the simulated stars are as close as ~1″, and in a wider
+    disc a neighbour's wing, broadened differently by the resampling than in the truth cube,
+    pulls the re-centring (up to 0.08″ with 0.8″)."""
     yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
     for _ in range(10):
         m = (np.hypot(xx - x, yy - y) < radius) & inside
@@ -289,7 +399,7 @@ def _centroid(img: np.ndarray, x: float, y: float, inside: np.ndarray, radius: f
 
 
 def _centroids(cube: np.ndarray, truth: np.ndarray, h: fits.Header, stars, planes) -> list[tuple[float, float]]:
-    """(Δx, Δy) [arcsec] of each star's centroid (continuum planes, 0.8″ radius) in ``cube``
+    """(Δx, Δy) [arcsec] of each star's centroid (continuum planes, 0.5″ radius) in ``cube``
     minus that in ``truth``, for stars whose disc lies well inside the cube's data."""
     from astropy.wcs import WCS
 
@@ -317,7 +427,7 @@ def test_centroids_match_injected_positions(night, calib, cubes):
     offsets = _centroids(data, cubes["truth"], h, stars, planes)
     products = _scipost(night, "out-rotated", _frames(night, calib, 1), skymethod="simple", save="cube")
     rdata, rh = _cube(products)
-    offsets += _centroids(rdata, _truth_like(night, rdata, rh), rh, stars, planes)
+    offsets += _centroids(rdata, _truth_like(night, rdata, rh, exposure=1), rh, stars, planes)
     assert len(offsets) >= 5
     assert np.max(np.hypot(*np.array(offsets).T)) < 0.05
 
@@ -329,7 +439,7 @@ def test_offset_list_sign_convention(night, calib, cubes):
                         save="cube")  # fmt: skip
     data, h = _cube(products)
     stars = night["truth"].sources["stars"]
-    offsets = np.array(_centroids(data, _truth_like(night, data, h), h, stars, planes))
+    offsets = np.array(_centroids(data, _truth_like(night, data, h, exposure=0), h, stars, planes))
     assert len(offsets) >= 2
     err = night["exposures"][0]["truth"]["pointing_error"]  # (ξ east, η north) arcsec; +x is west
     expected = np.array([err[0], -err[1]])  # cube x grows westwards: −ξ → +x
@@ -361,6 +471,33 @@ def test_sky_residual_below_one_percent(night, cubes, method):
     if method == "model":
         tags = {p.tag for p in cubes["products"]}
         assert {"SKY_MASK", "SKY_SPECTRUM", "SKY_LINES", "SKY_CONTINUUM", "PIXTABLE_REDUCED"} <= tags
+
+
+def test_nearest_cube_noise_matches_its_stat(night, calib, cubes):
+    """(cube − truth)/√STAT of a nearest-neighbour cube (skymethod=simple), in the spaxels
+    without scene continuum and the planes away from lines: std 1 ± 0.1 (measured 1.08,
+    1.00 from the MAD: a few cosmic-ray remnants). The mean is −1/(2σ) ≈ −0.12, not 0:
+    STAT holds the Poisson variance of the *measured* counts, so upward fluctuations get
+    the larger variance (≈ 20 e- per pixel here, σ ≈ 4.5 e-)."""
+    from musered.simulate.sources import extinction
+
+    data, h = _cube(_scipost(night, "out-nearest", _frames(night, calib, 0), skymethod="simple",
+                             resample="nearest", save="cube"))  # fmt: skip
+    path = night["base"] / "out-nearest" / "DATACUBE_FINAL.fits"
+    with fits.open(path) as hdul:
+        assert hdul["STAT"].header["HDUCLAS3"] == "MSE"  # STAT is a variance
+        stat = np.array(hdul["STAT"].data)
+    truth = _truth_like(night, data, h, exposure=0)
+    lam = h["CRVAL3"] + h["CD3_3"] * (np.arange(data.shape[0]) + 1 - h["CRPIX3"])
+    planes = _planes({"lam": lam, "truth": truth}, night)
+    sky = _sky_true(lam[planes], night["truth"]) * 10 ** (
+        0.4 * extinction(lam[planes]) * night["exposures"][0]["truth"]["airmass"])
+    faint = np.nanmax(truth[planes] / sky[:, None, None], axis=0) < 0.005
+    z = (data[planes] - truth[planes]) / np.sqrt(stat[planes])
+    good = np.isfinite(z) & faint[None]
+    assert good.sum() > 50000
+    assert z[good].std() == pytest.approx(1.0, abs=0.1)
+    assert -0.2 < z[good].mean() < 0.0
 
 
 # --------------------------------------------------------------------------------------

@@ -59,6 +59,36 @@ def test_render_slice_conserves_line_flux(slice_geom):
     np.testing.assert_allclose(inside, 500.0, rtol=1e-6)
 
 
+def test_render_slice_continuum_and_lines_share_one_flux_scale(slice_geom):
+    """Lines (Gaussian integrated over each pixel's λ extent) and continua (sampled at the
+    pixel centre × the pixel height in Å) give the same flux per Å: a continuum of 1 e-/Å
+    fills each column with its λ span, whatever the local dispersion dλ/dy, and a narrow
+    line of flux F puts F in each column (sharp edges, no QE)."""
+    from recipes.instrument import wavecal_eval
+
+    sl = slice_geom
+    lam0, step = 5900.0, 0.5
+    cont = np.ones((1, 1200))  # 1 e-/Å from 5900 to 6500 Å
+    img = np.zeros((300, 1120))
+    render_slice(img, sl.left, sl.right, 0.0, sl.wlc, sl.lsf, 1.0, lam0, step, cont, np.ones((1, 36)),
+                 np.zeros(0), np.zeros(0), np.zeros(0, np.int64), np.ones((1, 36)))  # fmt: skip
+    cols = np.flatnonzero((img > 0).all(axis=0))  # columns inside the slice on every row
+    assert cols.size > 15
+    x = cols + 1.0
+    span = wavecal_eval(sl.wlc, x, 300.5) - wavecal_eval(sl.wlc, x, 0.5)
+    np.testing.assert_allclose(img[:, cols].sum(axis=0), span, rtol=2e-4)
+    # the same flux as lines, one every 20 Å, integrated over the pixels of each column
+    lines = np.arange(5960.0, 6260.0, 20.0)
+    img[:] = 0.0
+    render_slice(img, sl.left, sl.right, 0.0, sl.wlc, sl.lsf, 1.0, lam0, step, np.zeros((0, 10)),
+                 np.zeros((0, 36)), lines, np.full(lines.size, 20.0), np.zeros(lines.size, np.int64),
+                 np.ones((1, 36)))  # fmt: skip
+    lam_c = wavecal_eval(sl.wlc, x[None, :], np.arange(1, 301, dtype=float)[:, None])
+    inner = (lam_c > 5950.0) & (lam_c < 6270.0)
+    line_flux = np.where(inner, img[:, cols], 0).sum(axis=0)
+    np.testing.assert_allclose(line_flux, 20.0 * lines.size, rtol=1e-6)
+
+
 def test_digitise_matches_reference_without_noise():
     out = np.zeros((60, 50), np.uint16)
     ref = np.zeros_like(out)

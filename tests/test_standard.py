@@ -70,10 +70,15 @@ def std_run(std_night):
 
 
 def _truth_mag(base: Path, lam: np.ndarray) -> np.ndarray:
+    """The response the pipeline should find [mag]: 2.5 log10 of the true sensitivity times
+    the flat-field normalisation c(λ) ≈ 0.95 (``Truth.flat_normalisation``: mean QE, slice
+    throughput, CCD pixel per spaxel, edge and pixel height of the slice pixels, which the
+    flat-fielded counts carry and the response must carry too)."""
     from musered.simulate.truth import load_truth
 
-    truth = load_truth(base).response()
-    return 2.5 * np.log10(np.interp(lam, truth["lambda"], truth["sensitivity"]))
+    truth = load_truth(base)
+    resp = truth.response()
+    return 2.5 * np.log10(np.interp(lam, resp["lambda"], resp["sensitivity"]) * truth.flat_normalisation(lam))
 
 
 def _in_bands(lam: np.ndarray) -> np.ndarray:
@@ -108,22 +113,23 @@ def test_products_and_formats(std_run):
 
 
 def test_response_follows_the_true_sensitivity(std_run):
-    """Response vs 2.5 log10(true sensitivity) over the measured range.
+    """Response vs 2.5 log10(true sensitivity × flat normalisation) over the measured range,
+    on the absolute scale: 0.02 mag outside the telluric bands, 0.05 mag inside.
 
-    The pipeline's counts differ from the truth by a grey factor (flat-field
-    normalisation: mean QE, slice throughput and CCD-pixel/spaxel size of the IFU), which
-    the response carries and scipost cancels; it is bounded separately. The λ-dependence
-    must match to 0.02 mag outside the telluric bands and 0.05 mag inside them."""
+    Measured: median −0.010 mag, max |Δ| 0.014 mag. Of the median, −0.007 mag is the
+    resampling of a star that sits on the stack and IFU boundary at the field centre plus
+    the Moffat fit of the drizzled profile (the same chain run on pixel values replaced by
+    the exact Moffat gives it), the rest is noise. The λ-dependence of c(λ)
+    (−0.073 → −0.048 mag over the mini range, the pixel height in Å) is part of the test."""
     base, _, products = std_run
     lam, resp, err = fluxcal.read_response(products["STD_RESPONSE"].path)
     inside = (lam > 5960) & (lam < 6940)
     diff = resp[inside] - _truth_mag(base, lam[inside])
-    offset = np.median(diff)
-    assert abs(offset) < 0.1
     tell = _in_bands(lam[inside])
     assert tell.sum() > 20 and (~tell).sum() > 500
-    assert np.max(np.abs(diff - offset)[~tell]) < 0.02
-    assert np.max(np.abs(diff - offset)[tell]) < 0.05
+    assert abs(np.median(diff)) < 0.015
+    assert np.max(np.abs(diff)[~tell]) < 0.02
+    assert np.max(np.abs(diff)[tell]) < 0.05
     assert np.all(np.isfinite(err)) and np.all(err > 0)
 
 

@@ -18,6 +18,10 @@ import numpy as np
 PARANAL_LAT = -24.627222
 PARANAL_LON = -70.404167
 PARANAL_ELEV = 2635.0
+#: Largest commanded dither of the science exposures along each axis [arcsec]: a few
+#: spaxels, as in the MUSE deep-field patterns (offsets ≲ 1″ between 90° rotations), so
+#: that the rotated exposures of the 4.8″-wide mini field still share their central stars.
+DITHER = 0.6
 
 
 @dataclass
@@ -98,9 +102,9 @@ def night_plan(night: dt.date, field: Target, std: Target, rng: np.random.Genera
                illum_exptime: float = 10.0) -> list[FramePlan]:
     """All frames of night ``night`` in time order.
 
-    Science: ``n_exposures`` exposures of ``field`` in one template, dithered by a few
-    arcsec and rotated by 0/90/180/270 degrees in turn, each with a small random true
-    pointing error (recorded, not in the header).
+    Science: ``n_exposures`` exposures of ``field`` in one template, dithered by up to
+    ``DITHER`` arcsec per axis and rotated by 0/90/180/270 degrees in turn, each with a
+    random true pointing error (σ 0.3″ per axis; recorded, not in the header).
     """
     iso = night.isoformat()
     d0 = dt.datetime.combine(night, dt.time(0, 0))
@@ -139,7 +143,7 @@ def night_plan(night: dt.date, field: Target, std: Target, rng: np.random.Genera
     tpl = _tpl_start(t - dt.timedelta(seconds=20))
     for i in range(n_exposures):
         posang = float((90 * i) % 360)
-        off = (0.0, 0.0) if i == 0 else (float(rng.uniform(-2.0, 2.0)), float(rng.uniform(-2.0, 2.0)))
+        off = (0.0, 0.0) if i == 0 else (float(rng.uniform(-DITHER, DITHER)), float(rng.uniform(-DITHER, DITHER)))
         err = (float(rng.normal(0, 0.3)), float(rng.normal(0, 0.3)))
         ra = field.ra + off[0] / 3600.0 / math.cos(math.radians(field.dec))
         dec = field.dec + off[1] / 3600.0

@@ -50,9 +50,6 @@ def write_settings(outdir: Path, dataset: str) -> Path:
         "version": "0.1",
         "datasets": {dataset: {"OBJECT": [dataset]}},
         "recipes": {
-            # The simulated field holds 6 stars: fewer pass the shape cuts than the DRS
-            # default minimum of 5 sources on the small, rotated mini fields.
-            "muse_exp_align": {"params": {"srcmin": 2}},
             # exp-combine resamples the reduced pixel tables of every exposure at once.
             "muse_scipost": {"params": {"save": "cube,individual"}},
             "muse_exp_combine": {"frames": {"OFFSET_LIST": "OFFSET_LIST_drs"}},

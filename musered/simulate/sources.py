@@ -130,20 +130,65 @@ class Scene:
         return self.sky_continuum * (1.0 + 0.25 * (lam - 5500.0) / 3000.0)
 
 
-def make_scene(rng: np.random.Generator, field_arcsec: tuple[float, float]) -> Scene:
-    """A random but reproducible field: 6 stars near the centre and a two-blob nebula.
+#: Stars of the simulated field per zone (see :func:`make_scene`) and their closest
+#: allowed separation [arcsec]: 1.5 × the typical 0.8″ seeing keeps every star a peak of
+#: its own for exp-align's detection (its local-maximum search spans ±0.6″); photometry
+#: of the closer pairs needs a model of the blend (musered/cubetruth.py).
+STARS_CENTRE, STARS_ARM = 5, 3
+STAR_SEPARATION = 1.2
 
-    Stars are kept within 35 % of the smaller field size of the centre so that they stay
-    in the rotated and dithered exposures of the small ``mini`` field.
+
+def _place_stars(rng: np.random.Generator, zones, placed: list[np.ndarray]) -> None:
+    """Append to ``placed`` one position per zone in ``zones`` (callables drawing a
+    candidate (ξ, η) from ``rng``), each at least STAR_SEPARATION from the others when
+    possible in 200 draws, else the draw farthest from them (tiny fields, 1-IFU tests)."""
+    for zone in zones:
+        best, best_distance = None, -1.0
+        for _ in range(200):
+            candidate = np.asarray(zone(rng), dtype=float)
+            distance = min((float(np.hypot(*(candidate - p))) for p in placed), default=np.inf)
+            if distance > best_distance:
+                best, best_distance = candidate, distance
+            if distance >= STAR_SEPARATION:
+                break
+        placed.append(best)
+
+
+def make_scene(rng: np.random.Generator, field_arcsec: tuple[float, float]) -> Scene:
+    """A random but reproducible field: 11 well-separated stars and a two-blob nebula.
+
+    ``field_arcsec`` = (w, h), the field's long side (along the slices, +x west at
+    position angle 0) and short side [arcsec]; the science exposures are rotated by
+    0/90/180/270° and dithered by < 1″ (:mod:`.plan`), so on the mini field (14.4″ × 4.8″)
+    they overlap only in a central square. Stars (ξ east, η north):
+
+    - STARS_CENTRE in the central square |ξ|, |η| ≤ 0.21 h, seen by every exposure;
+    - STARS_ARM in an eastern arm (ξ from w/6 to 0.39 w, |η| ≤ 0.1 h), seen by the
+      exposures at 0° and 180°, and STARS_ARM in the same arm towards the north, seen by
+      those at 90° and 270°;
+
+    so each exposure holds ≥ 5 stars (exp-align's default ``srcmin``) with ≥ 4 in common
+    with the others. The western and southern ends of the field stay free of stars: there
+    the scene is sky only (sky-subtraction checks, the noise of the combined cube).
     """
-    half = 0.35 * min(field_arcsec)
-    stars = []
-    for i in range(6):
-        stars.append(PointSource(
-            xi=float(rng.uniform(-half, half)), eta=float(rng.uniform(-half, half)),
-            temperature=float(rng.uniform(3500, 9000)),
-            flux5500=float(10 ** rng.uniform(-16.3, -15.3)), name=f"star{i + 1}",
-        ))
+    w, h = max(field_arcsec), min(field_arcsec)
+    centre, arm_lo, arm_hi, arm_half = 0.21 * h, w / 6.0, 0.39 * w, 0.1 * h
+
+    def central(r):
+        return r.uniform(-centre, centre, 2)
+
+    def east(r):
+        return r.uniform(arm_lo, arm_hi), r.uniform(-arm_half, arm_half)
+
+    def north(r):
+        return r.uniform(-arm_half, arm_half), r.uniform(arm_lo, arm_hi)
+
+    positions: list[np.ndarray] = []
+    _place_stars(rng, [central] * STARS_CENTRE + [east] * STARS_ARM + [north] * STARS_ARM, positions)
+    stars = [PointSource(
+        xi=float(xi), eta=float(eta), temperature=float(rng.uniform(3500, 9000)),
+        flux5500=float(10 ** rng.uniform(-16.3, -15.3)), name=f"star{i + 1}",
+    ) for i, (xi, eta) in enumerate(positions)]
     neb = Nebula(
         blobs=[(float(rng.uniform(-2, 2)), float(rng.uniform(-2, 2)), 3.0, 1.0),
                (float(rng.uniform(-5, 5)), float(rng.uniform(-3, 3)), 1.5, 0.6)],

@@ -20,7 +20,13 @@ Layout of ``OUTDIR/truth/``:
   (trimmed 1-based) and ``electrons``.
 * ``skycube.fits`` (mini profile) — the true scene (stars + nebula, no sky, no
   atmosphere) on the reference grid of the first exposure: 0.2" spaxels, 1.25 Å planes,
-  lines convolved with the mean LSF, in 1e-20 erg/s/cm²/Å per spaxel.
+  lines convolved with the mean LSF, in 1e-20 erg/s/cm²/Å per spaxel; stars as Moffat
+  profiles of the mean seeing of the OBJECT exposures (:meth:`Truth.skycube` re-renders
+  it for the seeing of one exposure).
+
+:meth:`Truth.flat_normalisation` gives the grey factor that the pipeline's flux scale
+carries on top of the true sensitivity (the flat-field normalisation), so that a
+STD_RESPONSE can be compared with the truth on an absolute scale.
 """
 
 from __future__ import annotations
@@ -147,12 +153,100 @@ class Truth:
         shape = tuple(self.data["trimmed_shape"])
         return qe_map(self.ccd(ifu), shape)
 
-    def skycube(self) -> tuple[np.ndarray, fits.Header] | None:
+    def skycube(self, seeing: float | None = None) -> tuple[np.ndarray, fits.Header] | None:
+        """The true scene cube and its header (None without ``skycube.fits``).
+
+        ``seeing`` (arcsec FWHM): render the stars for that seeing instead of the stored
+        mean seeing (same grid and nebula), to compare with one exposure.
+        """
         p = self.outdir / "truth" / "skycube.fits"
         if not p.exists():
             return None
         with fits.open(p) as hl:
-            return np.array(hl[1].data), hl[1].header.copy()
+            data, header = np.array(hl[1].data), hl[1].header.copy()
+        if seeing is None:
+            return data, header
+        from .skycube import scene_cube
+
+        lo = float(header["CRVAL3"])
+        hdu = scene_cube(self.scene(), float(header["CRVAL1"]), float(header["CRVAL2"]), (data.shape[1] - 1) // 2,
+                         (lo, lo + header["CD3_3"] * (data.shape[0] - 0.5)), float(seeing),
+                         float(header["LSFFWHM"]))[1]  # fmt: skip
+        return np.array(hdu.data), hdu.header.copy()
+
+    def scene(self):
+        """The simulated field (:class:`musered.simulate.sources.Scene`) rebuilt from truth.json."""
+        from . import sources as src
+
+        s = self.sources
+        neb = s["nebula"]
+        return src.Scene(
+            stars=[src.PointSource(st["xi"], st["eta"], st["temperature"], st["flux5500"], st["name"])
+                   for st in s["stars"]],
+            nebula=src.Nebula([(b["xi"], b["eta"], b["sigma"], b["weight"]) for b in neb["blobs"]],
+                              neb["surface_halpha"], {k: (v["lambda"], v["ratio"]) for k, v in neb["lines"].items()}),
+            sky_continuum=s["sky_continuum_5500"],
+        )  # fmt: skip
+
+    def flat_normalisation(self, lam: np.ndarray | float, step: float = 10.0) -> np.ndarray:
+        """Grey factor c(λ) between the pipeline's flat-fielded counts and the true rate.
+
+        muse_flat divides by the CCD mean of the lamp flat and muse_scibasic/muse_scipost
+        multiply back the mean flat of the slice pixels per λ bin (PIXTABLE_FLAT_FIELD).
+        What remains per 1.25 Å in a flat-fielded pixel-table row is therefore the true
+        rate (e-/s/Å per spaxel of the scene × :func:`sources.sensitivity`) times the mean,
+        over the slice pixels at λ, of slice throughput × spaxels per CCD pixel
+        (``width_sky`` / slice width at mid-height) × edge transmission (the erf-blurred
+        edge) × pixel QE × pixel height in Å / 1.25 — c(λ) ≈ 0.95 for the mini layout.
+        A STD_RESPONSE carries it: response = 2.5 log10(sensitivity · c) [mag].
+
+        Slice pixels are those with centres between the true 50 % edges (the pixel-table
+        rule) and not flagged by the BADPIX_TABLE (dead and low-QE pixels: QE < 0.9, hot
+        pixels); the mean is taken in ``step`` Å bins over all IFUs and interpolated to
+        ``lam`` (Å).
+        """
+        from scipy.special import erf
+
+        from recipes.instrument import NOMINAL_DISPERSION
+
+        from .profiles import get_profile
+
+        width_sky = get_profile(self.profile).layout.width_sky
+        ny, nx = self.data["trimmed_shape"]
+        ymid = (ny + 1) / 2.0
+        lo, hi = self.data["lambda_range"]
+        edges = np.arange(lo - 100.0, hi + 100.0 + step, step)
+        sums = np.zeros(edges.size - 1)
+        counts = np.zeros(edges.size - 1)
+        y = np.arange(1, ny + 1, dtype=float)
+        for ifu in range(1, int(self.data["n_ifus"]) + 1):
+            qe = self.qe_map(ifu)
+            bad = qe < 0.9
+            hot = np.asarray(self.ccd(ifu).hot_pixels)
+            if hot.size:
+                bad[hot[:, 0].astype(int), hot[:, 1].astype(int)] = True
+            for g in self.slices(ifu):
+                xl, xr = g.edges_at(y)
+                x0, x1 = int(np.ceil(xl.min())), int(np.floor(xr.max()))
+                xs = np.arange(max(x0, 1), min(x1, nx) + 1, dtype=float)
+                xx, yy = np.meshgrid(xs, y)
+                inside = (xx >= np.ceil(xl)[:, None]) & (xx <= np.floor(xr)[:, None])
+                inside &= ~bad[yy.astype(int) - 1, xx.astype(int) - 1]
+                xx, yy = xx[inside], yy[inside]
+                left, right = g.edges_at(yy)
+                sig = np.sqrt(2.0) * g.edge_sigma
+                edge = 0.5 * (erf((xx - left) / sig) - erf((xx - right) / sig))
+                height = g.wavelength(xx, yy + 0.5) - g.wavelength(xx, yy - 0.5)
+                lm, rm = g.edges_at(ymid)
+                wmid = float(rm - lm)  # the simulator spreads a spaxel over the mid-height width
+                value = g.throughput * width_sky / wmid * edge * qe[yy.astype(int) - 1, xx.astype(int) - 1] * height
+                idx = np.searchsorted(edges, g.wavelength(xx, yy)) - 1
+                ok = (idx >= 0) & (idx < sums.size)
+                sums += np.bincount(idx[ok], weights=value[ok], minlength=sums.size)
+                counts += np.bincount(idx[ok], minlength=sums.size)
+        good = counts > 0
+        centres = 0.5 * (edges[1:] + edges[:-1])
+        return np.interp(lam, centres[good], sums[good] / counts[good] / NOMINAL_DISPERSION)
 
 
 def load_truth(outdir: str | Path) -> Truth:
