@@ -77,14 +77,21 @@ def fit_comments(header: fits.Header) -> fits.Header:
     user sees in the log; the value is never touched. Returns ``header``.
     """
     for index, card in enumerate(header.cards):
-        comment = card.comment
-        if not comment or card.keyword in ("COMMENT", "HISTORY", ""):
+        if not card.comment or card.keyword in ("COMMENT", "HISTORY", ""):
             continue
-        bare = len(fits.Card(hkey(card.keyword), card.value).image.rstrip())
-        room = 80 - bare - 3  # " / "
-        if len(comment) > room:
-            header.comments[index] = comment[: max(room, 0)].rstrip()
+        comment = fitting_comment(card.keyword, card.value, card.comment)
+        if comment != card.comment:
+            header.comments[index] = comment
     return header
+
+
+def fitting_comment(keyword: str, value: object, comment: str) -> str:
+    """``comment``, shortened so that the card ``keyword = value / comment`` fits 80 characters."""
+    if not comment:
+        return comment
+    bare = len(fits.Card(hkey(keyword), value).image.rstrip())
+    room = 80 - bare - 3  # " / "
+    return comment if len(comment) <= room else comment[: max(room, 0)].rstrip()
 
 
 def chan_name(ifu: int) -> str:

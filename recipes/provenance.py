@@ -17,7 +17,7 @@ from pathlib import Path
 from astropy.io import fits
 
 from . import __version__
-from .io import STRUCTURAL_KEYS, hkey
+from .io import STRUCTURAL_KEYS, fitting_comment, hkey
 
 PIPE_ID = f"musered/{__version__}"
 
@@ -97,4 +97,4 @@ def add_qc(header: fits.Header, values: Iterable[tuple[str, object, str]]) -> No
     for key, value, comment in values:
         if isinstance(value, float):
             value = float(f"{value:.6g}") if abs(value) < 1e15 else value
-        header[hkey(key)] = (value, comment)
+        header[hkey(key)] = (value, fitting_comment(key, value, comment))
