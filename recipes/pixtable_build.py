@@ -22,7 +22,7 @@ from astropy.io import fits
 
 from .base import RecipeError
 from .io import CcdImage, hkey
-from .kernels.pixtable_build import build_pixels
+from .kernels.pixtable_build import binned_flat_sums, build_pixels
 from .pixtable import PixTable, pkey, set_wcs_state, WCS_PIXEL, xoffset_key
 from .tracing import Trace
 
@@ -152,14 +152,10 @@ def flat_field_spectrum(lam: np.ndarray, flat: np.ndarray, dq: np.ndarray, step:
     ``step`` Å (``lambda`` = bin centre, ``data``), as an astropy Table (float64)."""
     from astropy.table import Table
 
-    good = (dq == 0) & np.isfinite(flat)
-    if not good.any():
+    binned = binned_flat_sums(lam, flat, dq, step)
+    if binned is None:
         return Table({"lambda": np.zeros(0), "data": np.zeros(0)})
-    lmin = np.floor(lam[good].min() / step) * step
-    idx = ((lam[good] - lmin) / step).astype(np.int64)
-    nbin = int(idx.max()) + 1
-    sums = np.bincount(idx, weights=flat[good].astype(np.float64), minlength=nbin)
-    counts = np.bincount(idx, minlength=nbin)
+    lmin, sums, counts = binned
     keep = counts > 0
-    centres = lmin + (np.arange(nbin) + 0.5) * step
+    centres = lmin + (np.arange(sums.size) + 0.5) * step
     return Table({"lambda": centres[keep], "data": sums[keep] / counts[keep]})

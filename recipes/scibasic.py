@@ -41,14 +41,17 @@ from .io import (
     ProductWriter,
     chan_name,
     hkey,
+    prefetch_raw_ifu,
     read_badpix_table,
     read_image_product,
     read_primary_header,
     read_table_product,
 )
+from .kernels.flatfield import divide_flat as divide_flat_kernel
+from .kernels.pixtable_build import compact_rows, gather_pixels, good_lambda_range, rows_near, shift_lambda
 from .lsfmodel import read_wavecal_table
 from .pixtable import PixTable, pkey, unpack_origin
-from .pixtable_build import IfuGeometry, build_columns, flat_field_spectrum, pixtable_for_ifu, read_geometry
+from .pixtable_build import IfuGeometry, flat_field_spectrum, pixtable_for_ifu, read_geometry, slice_xoffsets
 from .preprocess import (
     COMBINE_PARAMS,
     DQ_SATURATED,
@@ -169,15 +172,12 @@ def divide_flat(image: CcdImage, flat: CcdImage, where: str) -> None:
     flat become 0 and BADOTHER; the flat's DQ is OR-ed in."""
     if flat.data.shape != image.data.shape:
         raise RecipeError(f"{where}: MASTER_FLAT is {flat.data.shape[::-1]} pixels, the data {image.data.shape[::-1]}")
-    f = flat.data
-    ok = f > 0
-    fs = np.where(ok, f, 1.0).astype(np.float32)
-    d = image.data / fs
-    image.stat[...] = (image.stat + d * d * flat.stat) / (fs * fs)
-    image.data[...] = np.where(ok, d, 0.0)
-    image.stat[~ok] = 0.0
-    image.dq |= flat.dq
-    image.dq[~ok] |= DQ_BADOTHER
+    pairs = ((image.data, np.float32), (image.dq, np.int32), (image.stat, np.float32),
+             (flat.data, np.float32), (flat.dq, np.int32), (flat.stat, np.float32))  # fmt: skip
+    arrays = [np.ascontiguousarray(a, dtype=t) for a, t in pairs]
+    # one parallel pass in place (recipes.kernels.flatfield): no full-size temporaries
+    divide_flat_kernel(*arrays, DQ_BADOTHER)
+    image.data, image.dq, image.stat = arrays[:3]
 
 
 def flag_cosmics(image: CcdImage, xbox: int, ybox: int, passes: int, thres: float) -> int:
@@ -229,9 +229,11 @@ def reduce_exposure(
     ifu: int,
     params: Mapping,
     calibs: Mapping[str, Path | None],
+    flat: CcdImage | None = None,
 ) -> tuple[CcdImage, list[tuple[str, object, str]]]:
     """Basic processing of one exposure (or, with ``combine`` ≠ none, several combined)
-    of one IFU: the flat-fielded image (count) and its QC."""
+    of one IFU: the flat-fielded image (count) and its QC. ``flat``: this IFU of
+    MASTER_FLAT when the caller has read it already (read here otherwise)."""
     spec = OverscanSpec.from_params(params)
     bias_path = calibs["MASTER_BIAS"]
     ccds = [load_raw_ccd(p, ifu, h) for p, h in zip(paths, primaries)]
@@ -266,7 +268,8 @@ def reduce_exposure(
         qc.append(("ESO QC SCIBASIC NCR", ncr, "pixels flagged as cosmic rays (cr=dcr)"))
     if calibs.get("MASTER_DARK") is not None:
         subtract_dark(image, calibs["MASTER_DARK"], ifu, float(primaries[0].get("EXPTIME", 0.0)))
-    flat = read_image_product(calibs["MASTER_FLAT"], ifu)
+    if flat is None:
+        flat = read_image_product(calibs["MASTER_FLAT"], ifu)
     divide_flat(image, flat, ccds[0].where)
     image.header = ccds[0].header.copy()
     return image, qc
@@ -346,17 +349,15 @@ def lambda_shift(pt: PixTable, lines: list[float], halfwidth: float, binsize: fl
                  reject: tuple[float, float, int]) -> tuple[float, list[tuple[float, float, float]]]:  # fmt: skip
     """Weighted mean offset catalogue − measured (Å) of the sky lines inside the table's
     range, and per line (catalogue λ, offset, error). 0 when no line could be measured."""
-    good = (pt.dq == 0) & np.isfinite(pt.data)
-    lam, data = pt.lam, pt.data  # masks on the whole columns: no copies of 13 M rows per IFU
-    if not good.any():
+    # one pass per line over the columns (numba), no 13 M-row masks or copies per IFU
+    ngood, lmin, lmax = good_lambda_range(pt.lam, pt.data, pt.dq)
+    if ngood == 0:
         return 0.0, []
-    lmin, lmax = float(np.min(lam, where=good, initial=np.inf)), float(np.max(lam, where=good, initial=-np.inf))
     found = []
     for line in lines:
         if line - halfwidth < lmin or line + halfwidth > lmax:
             continue
-        near = good & (np.abs(lam - line) < halfwidth)
-        fit = fit_sky_line(lam[near], data[near], line, halfwidth, binsize, reject)
+        fit = fit_sky_line(*rows_near(pt.lam, pt.data, pt.dq, line, halfwidth), line, halfwidth, binsize, reject)
         if fit is not None:
             found.append((line, line - fit[0], fit[1]))
     if not found:
@@ -459,6 +460,14 @@ def pixtable_steps(
     """Steps 2–7 for one IFU: the finished pixel table and its QC."""
     trace, wavecal, geometry = tables
     pt = pixtable_for_ifu(image, ifu, trace, wavecal, geometry, header)
+    # the flat at the table's pixels, for its spectrum (step 7): same trace, so the same
+    # rows; λ before the sky-line shift, as the flat has no sky lines
+    if flat.data.shape != image.data.shape:
+        raise RecipeError(
+            f"IFU {ifu}: MASTER_FLAT is {flat.data.shape[::-1]} pixels, the data {image.data.shape[::-1]}"
+        )
+    flat_data, flat_dq = gather_pixels(flat.data, flat.dq, pt.origin, slice_xoffsets(trace, image.data.shape))
+    flat_lam = pt.lam
     qc: list[tuple[str, object, str]] = []
     # 3. sky-line zero point
     lines = parse_skylines(str(params["skylines"]))
@@ -471,18 +480,21 @@ def pixtable_steps(
         if not found:
             logger.warning("IFU %d: none of the sky lines %s could be measured; no wavelength shift", ifu, lines)
         if shift != 0.0:
-            pt.lam[...] = (pt.lam.astype(np.float64) + shift).astype(np.float32)
+            flat_lam = pt.lam.copy()
+            shift_lambda(pt.lam, shift)  # in float64, rounded once to float32
     qc.append(("ESO QC SCIBASIC LAMBDA SHIFT", float(shift), "[Angstrom]"))
     # 4. crop by instrument mode
     mode = str(header.get("ESO INS MODE", "WFM-NOAO-N"))
-    flat_cols, _ = build_columns(flat, ifu, trace, wavecal, geometry)
-    flat_cols = {k: flat_cols[k] for k in ("lambda", "data", "dq")}  # all the spectrum needs
+    flat_cols = {"lambda": flat_lam, "data": flat_data, "dq": flat_dq}  # all the spectrum needs
     if params["crop"]:
         lo, hi = crop_range(mode)
         keep = (pt.lam >= lo) & (pt.lam <= hi)
         if not keep.all():
-            pt = pt.select(keep)
-            flat_cols = {k: v[keep] for k, v in flat_cols.items()}
+            # in place, column by column: no second full-size table (13 M rows per IFU)
+            same = flat_lam is pt.lam
+            for name in list(pt.columns):
+                pt.columns[name] = compact_rows(keep, pt.columns[name])
+            flat_cols = {k: (pt.lam if k == "lambda" and same else compact_rows(keep, v)) for k, v in flat_cols.items()}
         notch = notch_range(mode)
         if notch is not None:
             pt.dq[(pt.lam >= notch[0]) & (pt.lam <= notch[1])] |= DQ_NOTCH_NAD
@@ -586,15 +598,18 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
                 written.append(red_path)
                 red_header = product_header(f"{tag}_RED", RECIPE.name, params, raws, cal_list, mprims[0])
                 red_writer = ProductWriter(red_path, red_header)
-            for ifu in ifus:
-                image, qc = reduce_exposure(mpaths, mprims, ifu, params, calibs)
+            for k, ifu in enumerate(ifus):
+                if k + 1 < len(ifus):  # disk reads of the next IFU overlap with this one's work
+                    for src in [*mpaths, calibs["MASTER_BIAS"], calibs["MASTER_FLAT"]]:
+                        prefetch_raw_ifu(src, ifus[k + 1])
+                flat = read_image_product(calibs["MASTER_FLAT"], ifu)  # once per IFU, for all steps
+                image, qc = reduce_exposure(mpaths, mprims, ifu, params, calibs, flat)
                 if red_writer is not None:
                     add_qc(image.header, qc)
                     red_writer.add_image(ifu, image, "count", "(count)**2")
                 illum = None
                 if illum_path is not None:
-                    illum, _ = reduce_exposure([illum_path], [illum_primary], ifu, params, calibs)
-                flat = read_image_product(calibs["MASTER_FLAT"], ifu)
+                    illum, _ = reduce_exposure([illum_path], [illum_primary], ifu, params, calibs, flat)
                 header = product_header(f"PIXTABLE_{tag}", RECIPE.name, params, raws, cal_list, mprims[0])
                 pt, pqc = pixtable_steps(image, ifu, params, header, ifu_tables(calibs, ifu), flat, illum, twilight)
                 add_qc(pt.header, qc)

@@ -182,3 +182,109 @@ def test_fit_comments_shortens_only_what_does_not_fit(tmp_path):
         warnings.simplefilter("error")  # astropy would warn "Card is too long"
         fits.PrimaryHDU(header=header).writeto(tmp_path / "h.fits")
     assert all(len(card.image) == 80 for card in header.cards)
+
+
+def _mixed_file(path):
+    """A multi-extension file with every image encoding the index reader must decode."""
+    rng = np.random.default_rng(3)
+    u16 = rng.integers(0, 65536, (5, 7)).astype(np.uint16)
+    u16[0, :2] = (0, 65535)
+    scaled = fits.ImageHDU(rng.integers(-300, 300, (4, 6)).astype(np.int16), name="SCALED",
+                           do_not_scale_image_data=True)  # fmt: skip
+    scaled.header["BSCALE"], scaled.header["BZERO"] = 0.5, 10.0
+    blank = rng.integers(-50, 50, (3, 3)).astype(np.int32)
+    blank[1, 1] = -999
+    blank_hdu = fits.ImageHDU(blank, name="BLANKED")
+    blank_hdu.header["BLANK"] = -999
+    hdus = fits.HDUList([
+        fits.PrimaryHDU(header=fits.Header([("OBJECT", "it's quoted", "a ' in the comment")])),
+        fits.ImageHDU(rng.normal(size=(6, 5)).astype(np.float32), name="F32"),
+        fits.ImageHDU(rng.normal(size=(2, 3)), name="F64"),
+        fits.ImageHDU(u16, name="U16"),
+        fits.BinTableHDU(Table({"a": np.arange(4), "s": ["x", "yy", "zzz", "w"]}), name="TAB"),
+        scaled,
+        fits.ImageHDU(rng.integers(-9, 9, (4, 4)).astype(np.int32), name="I32"),
+        blank_hdu,
+    ])  # fmt: skip
+    hdus.writeto(path)
+    return path
+
+
+def test_fits_index_matches_astropy(tmp_path):
+    from recipes.io import fits_index, read_hdu_header, read_hdu_image
+
+    path = _mixed_file(tmp_path / "mixed.fits")
+    index = fits_index(path)
+    with fits.open(path) as hdul:
+        assert [h.name for h in index[1:]] == [h.name for h in hdul[1:]]
+        for info, hdu in zip(index, hdul):
+            assert read_hdu_header(path, info) == hdu.header
+            if info.xtension == "BINTABLE" or info.index == 0:
+                continue
+            assert info.shape == hdu.data.shape
+            for dtype in (np.float32, np.float64):
+                got = read_hdu_image(path, info, dtype)
+                assert got.dtype == dtype and got.dtype.isnative
+                np.testing.assert_array_equal(got, np.asarray(hdu.data, dtype=dtype), err_msg=info.name)
+    assert read_hdu_header(path, index[0])["OBJECT"] == "it's quoted"
+    assert np.isnan(read_hdu_image(path, index[-1], np.float32)[1, 1])  # BLANK → NaN, as astropy
+    assert read_hdu_image(path, index[3], np.uint16).max() == 65535  # BZERO=32768 storage
+    same_type = read_hdu_image(path, index[6], np.int32)  # stored type = wanted type: swapped in place
+    assert same_type.dtype == np.int32 and same_type.dtype.isnative
+    np.testing.assert_array_equal(same_type, fits.getdata(path, "I32"))
+    with pytest.raises(ValueError, match="not an uncompressed image"):
+        read_hdu_image(path, index[4], np.float32)
+
+
+def test_fits_index_is_cached_per_file_version(tmp_path):
+    from recipes import io as rio
+
+    path = tmp_path / "p.fits"
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((2, 2), np.float32), name="A")]).writeto(path)
+    first = rio.fits_index(path)
+    assert rio.fits_index(path) is first  # no second scan
+    fits.HDUList([fits.PrimaryHDU(), fits.ImageHDU(np.zeros((3, 3), np.float32), name="B"),
+                  fits.ImageHDU(np.ones((1, 1), np.float32), name="C")]).writeto(path, overwrite=True)  # fmt: skip
+    assert [h.name for h in rio.fits_index(path)[1:]] == ["B", "C"]
+
+
+def test_fits_index_errors_name_the_file(tmp_path):
+    from recipes.io import fits_index
+
+    junk = tmp_path / "junk.fits"
+    junk.write_bytes(b"X" * 2880 * 2)
+    with pytest.raises(RecipeError, match="junk.fits: corrupt FITS structure"):
+        fits_index(junk)
+    good = _mixed_file(tmp_path / "mixed.fits")
+    cut = tmp_path / "cut.fits"
+    cut.write_bytes(good.read_bytes()[: 2880 * 3 + 100])
+    with pytest.raises(RecipeError, match="cut.fits"):
+        fits_index(cut)
+    with pytest.raises(RecipeError, match="cut.fits"):
+        read_image_product(cut, 1)
+
+
+def test_image_product_truncated_data_names_the_file(tmp_path):
+    path = tmp_path / "MASTER_FLAT.fits"
+    writer = ProductWriter(path, primary_header())
+    shape = (40, 30)
+    writer.add_image(1, CcdImage(np.ones(shape, np.float32), np.zeros(shape, np.int32), np.ones(shape, np.float32),
+                                 fits.Header()), "count", "(count)**2")  # fmt: skip
+    raw = path.read_bytes()
+    cut = tmp_path / "cut_flat.fits"
+    cut.write_bytes(raw[: len(raw) - 2880])  # the STAT data end early
+    with pytest.raises(RecipeError, match=r"cut_flat.fits"):
+        read_image_product(cut, 1)
+
+
+def test_prefetch_of_a_product_ifu_is_harmless(tmp_path):
+    from recipes.io import prefetch_raw_ifu
+
+    path = tmp_path / "MASTER_FLAT.fits"
+    writer = ProductWriter(path, primary_header())
+    image = CcdImage(np.full((3, 4), 2.0, np.float32), np.zeros((3, 4), np.int32), np.ones((3, 4), np.float32),
+                     fits.Header())  # fmt: skip
+    writer.add_image(2, image, "count", "(count)**2")
+    prefetch_raw_ifu(path, 2)
+    prefetch_raw_ifu(path, 5)  # no such IFU: ignored
+    np.testing.assert_array_equal(read_image_product(path, 2).data, image.data)

@@ -462,3 +462,128 @@ def test_twilight_division_is_the_same_in_blocks():
     np.testing.assert_array_equal(one.data, blocks.data)
     np.testing.assert_array_equal(one.stat, blocks.stat)
     assert int((one.data != cols["data"].astype(np.float32)).sum()) == n - nbad
+
+
+def test_flat_division_kernel_agrees_with_numpy_reference():
+    from recipes.kernels.flatfield import divide_flat, divide_flat_reference
+
+    rng = np.random.default_rng(5)
+    shape = (37, 23)
+    data = rng.normal(100.0, 30.0, shape).astype(np.float32)
+    stat = rng.uniform(1.0, 50.0, shape).astype(np.float32)
+    dq = rng.integers(0, 4, shape).astype(np.int32)
+    fdata = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+    fdata[0, :5] = (0.0, -1.0, np.nan, 1e-30, np.inf)  # not positive / not finite / tiny
+    fstat = rng.uniform(0.0, 1e-3, shape).astype(np.float32)
+    fdq = rng.integers(0, 2, shape).astype(np.int32) << 3
+    fast = [a.copy() for a in (data, dq, stat)]
+    slow = [a.copy() for a in (data, dq, stat)]
+    with np.errstate(invalid="ignore", over="ignore"):
+        divide_flat(*fast, fdata, fdq, fstat, 1 << 14)
+        divide_flat_reference(*slow, fdata, fdq, fstat, 1 << 14)
+    for a, b in zip(fast, slow):
+        np.testing.assert_array_equal(a, b)  # bit-identical, including the non-positive flats
+    assert fast[0][0, 0] == 0 and fast[1][0, 2] & (1 << 14) and not fast[1][0, 3] & (1 << 14)
+
+
+def test_gather_equals_a_second_table_build_and_compact_equals_mask(night, object_run):
+    """The flat at the table's pixels (gather by origin) is what a second build of the
+    pixel table on the flat gave; the in-place crop equals boolean selection."""
+    from recipes.flat import trace_from_table
+    from recipes.io import read_image_product, read_table_product
+    from recipes.kernels.pixtable_build import (
+        build_pixels,
+        compact_rows,
+        gather_pixels,
+        gather_pixels_reference,
+    )
+    from recipes.lsfmodel import read_wavecal_table
+    from recipes.pixtable_build import read_geometry, slice_xoffsets
+
+    base, calibs, _, _ = night
+    red = read_image_product(object_run[1].path, 1)
+    flat = read_image_product(calibs["MASTER_FLAT"][0], 1)
+    trace = trace_from_table(read_table_product(calibs["TRACE_TABLE"][0], 1)[0], "TRACE_TABLE")
+    wave = read_wavecal_table(calibs["WAVECAL_TABLE"][0], 1)
+    wlc = np.stack([wave[s] for s in range(1, 49)])
+    geom = read_geometry(calibs["GEOMETRY_TABLE"][0], 1)
+    xoff = slice_xoffsets(trace, red.data.shape)
+    common = (trace.left, trace.right, wlc, geom.x, geom.y, geom.angle, geom.width, np.arange(1, 49), 1, xoff)
+    table = build_pixels(red.data, red.dq, red.stat, *common)
+    again = build_pixels(flat.data, flat.dq, flat.stat, *common)
+    origin = table[6]
+    fdata, fdq = gather_pixels(flat.data, flat.dq, origin, xoff)
+    np.testing.assert_array_equal(fdata, again[3])
+    np.testing.assert_array_equal(fdq, again[4])
+    rdata, rdq = gather_pixels_reference(flat.data, flat.dq, origin, xoff)
+    np.testing.assert_array_equal(fdata, rdata)
+    np.testing.assert_array_equal(fdq, rdq)
+    keep = (table[2] >= 6100.0) & (table[2] <= 6800.0)
+    assert 0 < keep.sum() < keep.size
+    for col in table:
+        expect = col[keep]
+        np.testing.assert_array_equal(compact_rows(keep, col.copy()), expect)
+    with pytest.raises(ValueError, match="contiguous 1-D"):
+        compact_rows(keep[:-1], table[0].copy())
+
+
+def test_flat_field_spectrum_unchanged_by_gather(night, object_run):
+    """PIXTABLE_FLAT_FIELD equals the spectrum of a full second table build on the flat
+    (the former way), cropped to the rows kept in the science table."""
+    from recipes.io import read_image_product
+    from recipes.pixtable_build import build_columns, flat_field_spectrum
+    from recipes.scibasic import ifu_tables
+
+    base, calibs, _, _ = night
+    pt, _ = _pixtable(object_run)
+    flat = read_image_product(calibs["MASTER_FLAT"][0], 1)
+    cal = {k: v[0] for k, v in calibs.items()}
+    cols, _ = build_columns(flat, 1, *ifu_tables(cal, 1))
+    keep = (cols["lambda"] >= 4750.0) & (cols["lambda"] <= 9350.0)  # nominal crop (no shift in the mini range)
+    expect = flat_field_spectrum(cols["lambda"][keep], cols["data"][keep], cols["dq"][keep])
+    got = pt.flat_field
+    assert got is not None and len(got) == len(expect) > 100
+    np.testing.assert_array_equal(np.asarray(got["lambda"]), np.asarray(expect["lambda"]))
+    np.testing.assert_allclose(np.asarray(got["data"]), np.asarray(expect["data"]), rtol=1e-12)
+
+
+def test_flat_sum_and_shift_kernels_agree_with_numpy_reference():
+    from recipes.kernels.pixtable_build import binned_flat_sums, binned_flat_sums_reference, shift_lambda
+
+    rng = np.random.default_rng(8)
+    n = 50_000
+    lam = rng.uniform(4751.3, 9349.9, n).astype(np.float32)
+    flat = rng.uniform(0.2, 2.0, n).astype(np.float32)
+    flat[::97] = np.nan
+    dq = (rng.random(n) < 0.05).astype(np.int32) << 2
+    fast = binned_flat_sums(lam, flat, dq, 1.25)
+    slow = binned_flat_sums_reference(lam, flat, dq, 1.25)
+    assert fast[0] == slow[0] and np.asarray(fast[0]).dtype == np.asarray(slow[0]).dtype
+    np.testing.assert_array_equal(fast[1], slow[1])  # same summation order: bit-identical
+    np.testing.assert_array_equal(fast[2], slow[2])
+    assert binned_flat_sums(lam, flat, np.ones(n, np.int32), 1.25) is None
+    assert binned_flat_sums_reference(lam, flat, np.ones(n, np.int32), 1.25) is None
+    shifted = lam.copy()
+    shift_lambda(shifted, 0.0123456789)
+    np.testing.assert_array_equal(shifted, (lam.astype(np.float64) + 0.0123456789).astype(np.float32))
+
+
+def test_sky_line_row_selection_agrees_with_numpy_reference():
+    from recipes.kernels.pixtable_build import good_lambda_range, rows_near, rows_near_reference
+
+    rng = np.random.default_rng(9)
+    n = 40_000
+    lam = rng.uniform(5500.0, 6400.0, n).astype(np.float32)
+    lam[:4] = np.float32(5577.339) + np.float32(5.0) * np.array([-1, 1, -0.99999, 0.99999], np.float32)  # edges
+    data = rng.normal(10.0, 3.0, n).astype(np.float32)
+    data[::50] = np.inf
+    dq = (rng.random(n) < 0.1).astype(np.int32)
+    for line in (5577.339, 6300.304):
+        fast = rows_near(lam, data, dq, line, 5.0)
+        slow = rows_near_reference(lam, data, dq, line, 5.0)
+        assert fast[0].size > 100
+        np.testing.assert_array_equal(fast[0], slow[0])
+        np.testing.assert_array_equal(fast[1], slow[1])
+    good = (dq == 0) & np.isfinite(data)
+    assert good_lambda_range(lam, data, dq) == (int(good.sum()), float(lam[good].min()), float(lam[good].max()))
+    assert good_lambda_range(lam, data, np.ones(n, np.int32))[0] == 0

@@ -208,3 +208,167 @@ def origin_ranges_reference(origin: np.ndarray) -> tuple[int, int, int, int]:
     o = np.asarray(origin).astype(np.int64) & 0xFFFFFFFF
     ifu, sl = (o >> 6) & 0x1F, o & 0x3F
     return int(ifu.min()), int(ifu.max()), int(sl.min()), int(sl.max())
+
+
+@njit(cache=True, parallel=True)
+def _gather(data, dq, origin, xoffset, o_data, o_dq):
+    for k in prange(origin.size):
+        o = np.int64(origin[k]) & 0xFFFFFFFF
+        s = o & 0x3F
+        y = (o >> 11) & 0x1FFF
+        x = ((o >> 24) & 0xFF) + xoffset[s - 1]
+        o_data[k] = data[y - 1, x - 1]
+        o_dq[k] = dq[y - 1, x - 1]
+
+
+def gather_pixels(data, dq, origin, xoffset):
+    """Values of another image of the same IFU at the pixels of a pixel table:
+    ``(data[y, x], dq[y, x])`` per row (float32, int32), located by the ``origin`` words
+    (1-based x = xslice + ``xoffset[slice − 1]``, y). numba, parallel over rows.
+
+    Used for the master flat: the same pixels as the science table, without
+    re-evaluating the wavelengths and positions. Twin: :func:`gather_pixels_reference`.
+    """
+    data = np.ascontiguousarray(data, dtype=np.float32)
+    dq = np.ascontiguousarray(dq, dtype=np.int32)
+    o_data = np.empty(origin.size, np.float32)
+    o_dq = np.empty(origin.size, np.int32)
+    _gather(data, dq, np.ascontiguousarray(origin), np.asarray(xoffset, np.int64), o_data, o_dq)
+    return o_data, o_dq
+
+
+def gather_pixels_reference(data, dq, origin, xoffset):
+    """Numpy twin of :func:`gather_pixels`."""
+    o = np.asarray(origin).astype(np.int64) & 0xFFFFFFFF
+    s = o & 0x3F
+    y = (o >> 11) & 0x1FFF
+    x = ((o >> 24) & 0xFF) + np.asarray(xoffset, np.int64)[s - 1]
+    return np.asarray(data, np.float32)[y - 1, x - 1], np.asarray(dq, np.int32)[y - 1, x - 1]
+
+
+@njit(cache=True)
+def _compact(keep, col):
+    n = 0
+    for k in range(keep.size):
+        if keep[k]:
+            col[n] = col[k]
+            n += 1
+    return n
+
+
+def compact_rows(keep: np.ndarray, col: np.ndarray) -> np.ndarray:
+    """``col[keep]`` computed in place, without a second full-size array: the kept rows
+    are moved to the front of ``col`` (which is overwritten) and that view is returned.
+    One sequential pass (numba). Twin: ``col[keep]``."""
+    if keep.shape != col.shape or col.ndim != 1 or not col.flags.c_contiguous:
+        raise ValueError("compact_rows needs a contiguous 1-D column and a mask of its length")
+    n = _compact(keep, col)
+    return col[:n]
+
+
+@njit(cache=True, parallel=True)
+def _shift(lam, shift):
+    for k in prange(lam.size):
+        lam[k] = np.float32(np.float64(lam[k]) + shift)
+
+
+def shift_lambda(lam: np.ndarray, shift: float) -> None:
+    """``lam += shift`` in place, added in float64 and rounded once to float32 (numba,
+    parallel). Twin: ``(lam.astype(np.float64) + shift).astype(np.float32)``."""
+    _shift(lam, float(shift))
+
+
+@njit(cache=True)
+def _good_range(lam, flat, dq):
+    lo = np.float32(np.inf)
+    hi = np.float32(-np.inf)
+    n = 0
+    for k in range(lam.size):
+        if dq[k] == 0 and np.isfinite(flat[k]):
+            n += 1
+            if lam[k] < lo:
+                lo = lam[k]
+            if lam[k] > hi:
+                hi = lam[k]
+    return n, lo, hi
+
+
+@njit(cache=True)
+def _bin_sums(lam, flat, dq, lmin, step, sums, counts):
+    # sequential, in row order: the float64 sums are those of np.bincount to the last bit
+    for k in range(lam.size):
+        if dq[k] == 0 and np.isfinite(flat[k]):
+            i = np.int64((lam[k] - lmin) / step)
+            sums[i] += np.float64(flat[k])
+            counts[i] += 1
+
+
+def binned_flat_sums(lam: np.ndarray, flat: np.ndarray, dq: np.ndarray, step: float):
+    """Sums and counts of the good flat values (``dq == 0``, finite) in ``step`` Å bins of
+    ``lam`` from ``lmin`` = ``floor(min(λ_good)/step)·step`` (float32 arithmetic, as numpy
+    does it on float32 columns): ``(lmin, sums float64, counts int64)``, or None when no
+    row is good. Two passes, no temporaries (numba). Twin: :func:`binned_flat_sums_reference`.
+    """
+    lam = np.ascontiguousarray(lam, np.float32)
+    n, lo, hi = _good_range(lam, np.ascontiguousarray(flat, np.float32), np.ascontiguousarray(dq, np.int32))
+    if n == 0:
+        return None
+    step32 = np.float32(step)
+    lmin = np.float32(np.floor(np.float32(lo) / step32) * step32)
+    nbin = int((np.float32(hi) - lmin) / step32) + 1
+    sums = np.zeros(nbin, np.float64)
+    counts = np.zeros(nbin, np.int64)
+    _bin_sums(lam, np.ascontiguousarray(flat, np.float32), np.ascontiguousarray(dq, np.int32), lmin, step32,
+              sums, counts)  # fmt: skip
+    return lmin, sums, counts
+
+
+def binned_flat_sums_reference(lam: np.ndarray, flat: np.ndarray, dq: np.ndarray, step: float):
+    """Numpy twin of :func:`binned_flat_sums`."""
+    good = (dq == 0) & np.isfinite(flat)
+    if not good.any():
+        return None
+    lmin = np.floor(lam[good].min() / step) * step
+    idx = ((lam[good] - lmin) / step).astype(np.int64)
+    nbin = int(idx.max()) + 1
+    sums = np.bincount(idx, weights=flat[good].astype(np.float64), minlength=nbin)
+    return lmin, sums, np.bincount(idx, minlength=nbin)
+
+
+@njit(cache=True)
+def _near(lam, values, dq, centre, halfwidth, out_lam, out_values):
+    n = 0
+    for k in range(lam.size):
+        if dq[k] == 0 and np.isfinite(values[k]) and abs(lam[k] - centre) < halfwidth:
+            if out_lam.size:
+                out_lam[n] = lam[k]
+                out_values[n] = values[k]
+            n += 1
+    return n
+
+
+def good_lambda_range(lam: np.ndarray, values: np.ndarray, dq: np.ndarray) -> tuple[int, float, float]:
+    """``(n, min λ, max λ)`` of the good rows (``dq == 0`` and finite ``values``) in one
+    pass without temporaries (numba); min/max are ±inf when n = 0."""
+    n, lo, hi = _good_range(np.ascontiguousarray(lam, np.float32), np.ascontiguousarray(values, np.float32),
+                            np.ascontiguousarray(dq, np.int32))  # fmt: skip
+    return int(n), float(lo), float(hi)
+
+
+def rows_near(lam: np.ndarray, values: np.ndarray, dq: np.ndarray, centre: float, halfwidth: float):
+    """``(lam[sel], values[sel])`` for the good rows (``dq == 0``, finite ``values``) with
+    ``|lam − centre| < halfwidth``, in row order, evaluated in float32 as numpy does on a
+    float32 column; two sequential passes (numba), no full-size temporaries.
+    Twin: :func:`rows_near_reference`."""
+    args = (np.ascontiguousarray(lam, np.float32), np.ascontiguousarray(values, np.float32),
+            np.ascontiguousarray(dq, np.int32), np.float32(centre), np.float32(halfwidth))  # fmt: skip
+    n = _near(*args, np.empty(0, np.float32), np.empty(0, np.float32))
+    out_lam, out_values = np.empty(n, np.float32), np.empty(n, np.float32)
+    _near(*args, out_lam, out_values)
+    return out_lam, out_values
+
+
+def rows_near_reference(lam: np.ndarray, values: np.ndarray, dq: np.ndarray, centre: float, halfwidth: float):
+    """Numpy twin of :func:`rows_near` (float32 columns)."""
+    sel = (dq == 0) & np.isfinite(values) & (np.abs(lam - centre) < halfwidth)
+    return lam[sel], values[sel]
