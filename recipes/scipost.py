@@ -33,9 +33,10 @@ then for all exposures together:
    ``crtype``, ``crsigma``) onto OUTPUT_WCS or a grid fitted to the data → DATACUBE_FINAL
    (unless ``save`` lacks ``cube``) and one IMAGE_FOV per ``filter`` (:mod:`recipes.cube`).
 
-Step 2b, ``autocalib``: ``deepfield`` divides every slice (per 250 Å bin) by the median
-ratio of its rows in the darkest half of the white image to their mean spectrum
-(products AUTOCAL_MASK, AUTOCAL_FACTORS with ``save`` ``autocal``); ``user`` applies a
+Step 2b, ``autocalib``: ``deepfield`` divides every slice by its sky illumination, the
+ratio of its sky-line fluxes (above each spaxel's own continuum) to those of the mean
+spectrum of the source-free spaxels (:func:`recipes.postprocess.autocal_factors`;
+products AUTOCAL_MASK, AUTOCAL_FACTORS with ``save`` ``autocal``); ``user`` applies a
 given AUTOCAL_FACTORS table.
 
 Not implemented (RecipeError when asked for): Raman-line removal (RAMAN_LINES with AO
@@ -290,13 +291,18 @@ def subtract_sky(pt: PixTable, params: Mapping, frames: Mapping[str, list[Path]]
         ])  # fmt: skip
 
 
-#: Fraction of the darkest spaxels of the white image used by ``autocalib=deepfield``.
-AUTOCAL_FRACTION = 0.5
+#: ``autocalib=deepfield`` source mask: spaxels of the white image above median +
+#: AUTOCAL_NSIGMA × MAD are sources, grown by AUTOCAL_GROW × the seeing FWHM (header, or
+#: AUTOCAL_DEFAULT_FWHM [arcsec]) so that their wings stay out of the sky spectrum.
+AUTOCAL_NSIGMA = 3.0
+AUTOCAL_GROW = 1.5
+AUTOCAL_DEFAULT_FWHM = 0.8
+_SPAXEL_ARCSEC = 0.2
 
 
 def autocalibrate(pt: PixTable, params: Mapping, frames: Mapping[str, list[Path]], writer: _Writer, n: int) -> None:
-    """Step 2b (``autocalib``): per-slice factors from the darkest half of the field
-    (``deepfield``) or from AUTOCAL_FACTORS (``user``), divided out in place."""
+    """Step 2b (``autocalib``): per-slice factors from the sky lines (``deepfield``) or
+    from AUTOCAL_FACTORS (``user``), divided out in place."""
     mode = params["autocalib"]
     if mode == "none":
         return
@@ -312,15 +318,23 @@ def autocalibrate(pt: PixTable, params: Mapping, frames: Mapping[str, list[Path]
         return
     cube_sigma, spec_sigma = sky_crsigma(params)
     image = skysub.white_image(pt, cube_sigma)
-    mask, low, high = skysub.sky_mask(image, AUTOCAL_FRACTION, 0.0)
+    seeing = [float(pt.header[k]) for k in ("ESO TEL AMBI FWHM START", "ESO TEL AMBI FWHM END")
+              if k in pt.header and float(pt.header[k]) > 0]  # fmt: skip
+    fwhm = float(np.mean(seeing)) if seeing else AUTOCAL_DEFAULT_FWHM
+    grow = min(10, int(round(AUTOCAL_GROW * fwhm / _SPAXEL_ARCSEC)))  # WFM spaxels
+    mask, threshold = skysub.source_free_mask(image, AUTOCAL_NSIGMA, grow)
+    if not mask.any():
+        raise RecipeError("autocalib=deepfield: no source-free spaxel in the white image")
     rows = skysub.rows_in_mask(pt, image, mask)
     spectrum = skysub.sky_spectrum(pt.lam[rows], pt.data[rows], pt.stat[rows], SPECTRAL_SAMPLING, spec_sigma)
-    factors = autocal_factors(pt, rows, spectrum)
+    del rows
+    factors = autocal_factors(pt, spectrum)
     apply_autocal(pt, factors)
     if "autocal" in params["save"].split(","):
         h = writer.header("AUTOCAL_MASK", pt.header)
+        low = float(np.nanmin(np.where(mask, image.data, np.nan)))
         add_qc(h, [("ESO QC SCIPOST LOWLIMIT", low, "lowest value in the mask"),
-                   ("ESO QC SCIPOST THRESHOLD", high, "highest value in the mask")])  # fmt: skip
+                   ("ESO QC SCIPOST THRESHOLD", threshold, "source threshold of the white image")])  # fmt: skip
         path = writer.outdir / f"AUTOCAL_MASK_{n:04d}.fits"
         fits.HDUList([fits.PrimaryHDU(header=h), skysub.mask_image_hdu(image, mask)]).writeto(
             path, overwrite=True, output_verify="silentfix")
