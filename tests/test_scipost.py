@@ -535,13 +535,19 @@ def test_cube_wcs_opens_in_astropy(night, calib):
 @pytest.fixture(scope="module")
 def combined(night, calib):
     """Both exposures (0° and 90°) in one muse_scipost run, one OFFSET_LIST for both."""
+    frames = _both_exposures(night, calib, "offsets_both.fits")
+    return _scipost(night, "out-combined", frames, skymethod="simple", save="cube,combined")
+
+
+def _both_exposures(night, calib, offsets_name: str) -> dict:
+    """Frames of one scipost run over both exposures, with one OFFSET_LIST of both rows."""
     rows = [Table.read(p) for p in calib["offsets"]]
-    offsets = night["base"] / "offsets_both.fits"
+    offsets = night["base"] / offsets_name
     Table({c: [r[c][0] for r in rows] for c in rows[0].colnames}).write(offsets, overwrite=True)
     frames = _frames(night, calib, 0)
     frames["PIXTABLE_OBJECT"] = [p for e in night["exposures"] for p in e["tables"]]
     frames["OFFSET_LIST"] = [offsets]
-    return _scipost(night, "out-combined", frames, skymethod="simple", save="cube,combined")
+    return frames
 
 
 def test_two_exposures_combined(night, cubes, combined):
@@ -568,12 +574,7 @@ def test_cube_opens_in_mpdaf(combined):
 @pytest.fixture(scope="module")
 def deepfield(night, calib):
     """Both exposures in one muse_scipost run with ``autocalib=deepfield`` (factors saved)."""
-    rows = [Table.read(p) for p in calib["offsets"]]
-    offsets = night["base"] / "offsets_deepfield.fits"
-    Table({c: [r[c][0] for r in rows] for c in rows[0].colnames}).write(offsets, overwrite=True)
-    frames = _frames(night, calib, 0)
-    frames["PIXTABLE_OBJECT"] = [p for e in night["exposures"] for p in e["tables"]]
-    frames["OFFSET_LIST"] = [offsets]
+    frames = _both_exposures(night, calib, "offsets_deepfield.fits")
     return _scipost(night, "out-deepfield", frames, skymethod="simple", autocalib="deepfield", save="cube,autocal")
 
 
