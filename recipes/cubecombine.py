@@ -38,7 +38,7 @@ from astropy.table import Table
 
 from .base import Calib, Param, Product, Recipe, RecipeError
 from .cube import FLUX_UNIT, CubeGrid, collapse, load_filter, write_datacube, write_image_fov
-from .io import hkey
+from .io import HduInfo, fits_index, hkey
 from .kernels.cubecombine import METHODS, VAR_MODES, combine_slab
 from .provenance import add_qc, product_header
 from .registry import register
@@ -100,6 +100,13 @@ def _same_grid(a: CubeGrid, b: CubeGrid) -> bool:
     return a.shape == b.shape and a.spectral == b.spectral and bool(np.allclose(fa, fb, rtol=1e-9, atol=1e-10))
 
 
+def _raw_offset(hdu: HduInfo) -> int | None:
+    """File offset of the HDU's pixels if they are plain big-endian float32 (BITPIX −32,
+    not scaled, not compressed) and can be read straight into a buffer; else None."""
+    plain = not hdu.compressed and hdu.bitpix == -32 and hdu.bscale == 1.0 and hdu.bzero == 0.0
+    return hdu.data_offset if plain else None
+
+
 class _CubeReader:
     """DATA and STAT of one DATACUBE_FINAL, memory-mapped, read by slabs of planes."""
 
@@ -120,16 +127,8 @@ class _CubeReader:
         self.grid = grid_of(self.data.header, self.shape, str(self.path))
         self.primary = self.hdul[0].header
         self.fd = os.open(self.path, os.O_RDONLY)
-        self.raw = {id(h): self._raw_offset(h) for h in (self.data, self.stat) if h is not None}
-
-    def _raw_offset(self, hdu) -> int | None:
-        """File offset of the HDU's pixels if they are plain big-endian float32 (BITPIX −32,
-        not scaled, not compressed) and can be read straight into a buffer; else None."""
-        h = hdu.header
-        if (isinstance(hdu, fits.CompImageHDU) or h.get("BITPIX") != -32 or float(h.get("BSCALE", 1)) != 1.0
-                or float(h.get("BZERO", 0)) != 0.0):  # fmt: skip
-            return None
-        return int(self.hdul.fileinfo(self.hdul.index(hdu))["datLoc"])
+        index = fits_index(self.path)
+        self.raw = {id(h): _raw_offset(index[self.hdul.index(h)]) for h in (self.data, self.stat) if h is not None}
 
     def _read_planes(self, hdu, z0: int, z1: int, out: np.ndarray) -> None:
         nz, ny, nx = self.shape
