@@ -8,7 +8,6 @@ once they work. Every :class:`~musered.errors.MuseredError` (and a recipe's
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import click
 
