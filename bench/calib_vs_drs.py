@@ -7,7 +7,7 @@ warm-up that fills numba's on-disk cache so JIT compilation is not timed) and
 runs in its own output/log folder under --outdir, with that folder as working directory.
 
 * ``bias``: N full-size raw biases made here (4224 x 4240 per IFU, the real DET OUT
-  geometry from recipes.instrument.FULL_DETECTOR, known levels, 2-D structure, vertical
+  geometry from recipes.algorithms.instrument.FULL_DETECTOR, known levels, 2-D structure, vertical
   drift, RON) with ``--ifus`` IFUs each; ``muse_bias`` (DRS ``--nifu=1``, or ``-1`` for
   several IFUs). Accuracy: QC RON of the master bias against the injected RON.
 * ``flat``, ``wavecal``, ``lsf``: one full-size IFU simulated by
@@ -20,7 +20,7 @@ runs in its own output/log folder under --outdir, with that folder as working di
   edges, every row of every slice) in px; λ(x, y) over the pixels inside the true slice
   edges in Å (as tests/test_wavecal.py ``solution_errors``); the FWHM of the LSF profile
   at 9 wavelengths 4800–9200 Å per slice against the true Gaussian FWHM integrated over
-  one pixel (``recipes.lsfmodel.box_gauss_fwhm``) in Å.
+  one pixel (``recipes.algorithms.lsfmodel.box_gauss_fwhm``) in Å.
 
 Prints per-recipe details, then one table: wall times, their ratio, peak resident memory
 of each process, and the accuracy of each side against the truth.
@@ -49,7 +49,7 @@ from astropy.units import UnitsWarning
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from recipes.instrument import FULL_DETECTOR, detector_geometry  # noqa: E402
+from recipes.algorithms.instrument import FULL_DETECTOR, detector_geometry  # noqa: E402
 from recipes.io import hkey, read_image_product  # noqa: E402
 
 # the DRS tables carry units such as "No" (SliceNo) that astropy cannot parse
@@ -144,9 +144,9 @@ def timed(cmd: list[str], env: dict, log: Path, cwd: Path | None = None) -> tupl
 OURS = """
 import json, sys
 from pathlib import Path
-from recipes.bias import RECIPE
+from recipes.steps.bias import RECIPE
 paths = [Path(p) for p in json.loads(sys.argv[1])]
-params = RECIPE.merge_params({"nifu": int(sys.argv[3])})
+params = RECIPE.validate({"nifu": int(sys.argv[3])})
 RECIPE.run({"BIAS": paths}, params, Path(sys.argv[2]))
 """
 
@@ -157,7 +157,7 @@ from pathlib import Path
 from recipes.registry import get_recipe
 recipe = get_recipe(sys.argv[1])
 frames = {tag: [Path(p) for p in paths] for tag, paths in json.loads(sys.argv[2]).items()}
-recipe.run(frames, recipe.merge_params(json.loads(sys.argv[3])), Path(sys.argv[4]))
+recipe.run(frames, recipe.validate(json.loads(sys.argv[3])), Path(sys.argv[4]))
 """
 
 
@@ -193,11 +193,11 @@ def bench_bias(args: argparse.Namespace, env: dict) -> BenchRow:
     # warm-up: fill numba's on-disk cache so compilation is not timed
     warm = fresh_dir(args.outdir / "warm")
     subprocess.run([python, "-c", "import sys; sys.path.insert(0, 'tests'); import calib_helpers as h; "
-                    "import numpy as np; from pathlib import Path; from recipes.bias import RECIPE; "
+                    "import numpy as np; from pathlib import Path; from recipes.steps.bias import RECIPE; "
                     f"d = Path('{warm}'); rng = np.random.default_rng(0); hdr = h.ext_header(h.SMALL, 1); "
                     "ps = [h.write_raw(d / f'b{i}.fits', h.primary_header(index=i), "
                     "{1: (h.make_raw_image(h.SMALL, hdr, rng), hdr)}) for i in range(3)]; "
-                    "RECIPE.run({'BIAS': ps}, RECIPE.merge_params({}), d)"],
+                    "RECIPE.run({'BIAS': ps}, RECIPE.validate({}), d)"],
                    cwd=ROOT, env=env, check=True)
 
     ours_dir = fresh_dir(args.outdir / "ours")
@@ -345,7 +345,7 @@ def trace_accuracy(table_path: Path, truth_slices: list, ny: int) -> dict[str, t
     together) over every row of the 48 slices; 1-based coordinates as in TRACE_TABLE."""
     from astropy.table import Table
 
-    from recipes.instrument import polyval_y
+    from recipes.algorithms.instrument import polyval_y
 
     table = Table.read(table_path, hdu=1)
     y = np.arange(1, ny + 1, dtype=float)
@@ -366,8 +366,8 @@ def wavecal_accuracy(table_path: Path, truth_slices: list, shape: tuple[int, int
     with ``lam_range`` (Å) only the pixels whose true λ lies inside it."""
     from astropy.table import Table
 
-    from recipes.instrument import polyval_y, wavecal_eval
-    from recipes.wavesolution import evaluate_2d
+    from recipes.algorithms.instrument import polyval_y, wavecal_eval
+    from recipes.algorithms.wavesolution import evaluate_2d
 
     table = Table.read(table_path, hdu=1)
     ny, nx = shape
@@ -399,7 +399,7 @@ def wavecal_accuracy(table_path: Path, truth_slices: list, shape: tuple[int, int
 def lsf_accuracy(profile_path: Path, truth_slices: list, ny: int) -> np.ndarray:
     """(48, 9): FWHM (Å) of the LSF profile minus the true Gaussian FWHM integrated over
     one pixel, at LSF_WAVELENGTHS along the centre of each slice (mid-CCD column)."""
-    from recipes.lsfmodel import box_gauss_fwhm, evaluate_lsf, profile_fwhm, read_lsf_profile
+    from recipes.algorithms.lsfmodel import box_gauss_fwhm, evaluate_lsf, profile_fwhm, read_lsf_profile
 
     cubes = read_lsf_profile(profile_path)
     ifu = 1 if 1 in cubes else next(iter(cubes))

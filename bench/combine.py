@@ -18,7 +18,7 @@ differ per cube, and cosmic rays (values +50…500) in 0.1 % of the voxels. Then
 same run and on the same files, with MPDAF's defaults (nmax = 2, nclip = 5, nstop = 2,
 var = propagate):
 
-1. ours: :func:`recipes.cubecombine.combine_cubes` (files read by slabs + the numba
+1. ours: :func:`recipes.steps.mpdaf_combine.combine_cubes` (files read by slabs + the numba
    kernel, after a warm-up on a tiny stack), and the kernel alone on the in-memory stack;
 2. mpdaf: ``CubeList(files).combine()`` (C + OpenMP), if mpdaf is installed;
 3. astropy: read the stack, ``sigma_clip(stack, sigma=5, maxiters=2, cenfunc='median',
@@ -49,11 +49,12 @@ from astropy.io import fits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recipes.cube import CubeGrid, write_datacube  # noqa: E402
-from recipes.cubecombine import RECIPE, combine_cubes  # noqa: E402
+from recipes.algorithms.cube import CubeGrid, write_datacube  # noqa: E402
+from recipes.algorithms.cubelist import combine_cubes  # noqa: E402
+from recipes.steps.mpdaf_combine import RECIPE  # noqa: E402
 from recipes.kernels.cubecombine import combine_slab  # noqa: E402
 
-PARAMS = RECIPE.merge_params({"nmax": 2, "nclip": "5.0", "nstop": 2, "var": "propagate"})
+PARAMS = RECIPE.validate({"nmax": 2, "nclip": "5.0", "nstop": 2, "var": "propagate"})
 
 
 def write_cubes(folder: Path, n: int, shape: tuple[int, int, int], seed: int = 1) -> list[Path]:

@@ -7,7 +7,7 @@ makes them; every 50th file with a small primary data array) into a temporary fo
 then, in the same run and on the same files:
 
 1. the floor: ``astropy.io.fits.getheader(path)`` for every file;
-2. ours: ``musered.fitsheader.read_primary_header(path)`` for every file (reads and parses
+2. ours: ``musered.fitsheader.read_primary_values(path)`` for every file (reads and parses
    every card into a dict, with the truncation checks update-db does);
 3. the full ``update_db`` into a new SQLite database (walk, read, derive columns, write).
 
@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from conftest import write_raw_fits  # noqa: E402
 
 from musered.db import Database, sqlite_url  # noqa: E402
-from musered.fitsheader import read_primary_header  # noqa: E402
+from musered.fitsheader import read_primary_values  # noqa: E402
 from musered.ingest import update_db  # noqa: E402
 from musered.settings import settings_from_dict  # noqa: E402
 
@@ -66,7 +66,7 @@ def main(n: int = 2000) -> None:
         print(f"{n} header-only raw files, {cards} cards each, in {tmp}")
 
         t_astropy = best_of(3, lambda: [fits.getheader(f) for f in files])
-        t_ours = best_of(3, lambda: [read_primary_header(f) for f in files])
+        t_ours = best_of(3, lambda: [read_primary_values(f) for f in files])
         print(f"astropy getheader loop : {n / t_astropy:8.0f} headers/s")
         print(f"musered header reader  : {n / t_ours:8.0f} headers/s")
         print(f"time ratio ours/astropy: {t_ours / t_astropy:8.2f}  (goal <= 1.5)")

@@ -32,9 +32,11 @@ from astropy.io import fits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from recipes.cube import grid_from_pixtable, make_cube, tan_deproject  # noqa: E402
+from recipes.algorithms.projection import tan_deproject  # noqa: E402
+from recipes.algorithms.resampling import grid_from_pixtable, make_cube  # noqa: E402
 from recipes.kernels.resample import ResampleOptions  # noqa: E402
-from recipes.pixtable import WCS_POSITIONED, make_pixtable, pack_origin, set_wcs_state  # noqa: E402
+from recipes.algorithms.origin import pack_origin  # noqa: E402
+from recipes.algorithms.pixtable import WCS_POSITIONED, make_pixtable, set_wcs_state  # noqa: E402
 
 SPAXEL_DEG = 0.2 / 3600
 

@@ -4,7 +4,7 @@ One full-size simulated science exposure (24 IFUs of 4224 x 4240 pixels, ``--ifu
 for a quick partial run) is reduced twice, each recipe in its own process with the same
 thread count (OMP_NUM_THREADS = NUMBA_NUM_THREADS = --threads):
 
-* ours: ``recipes.scibasic`` (all IFUs) → 24 PIXTABLE_OBJECT → ``recipes.scipost`` →
+* ours: ``recipes.steps.scibasic`` (all IFUs) → 24 PIXTABLE_OBJECT → ``recipes.steps.scipost`` →
   DATACUBE_FINAL, through the recipes' Python API, with the calibrations our own
   muse_bias / muse_flat / muse_wavecal made from the simulated raw calibrations; after a
   warm-up (one IFU through both recipes) that fills numba's on-disk cache, so JIT

@@ -2,7 +2,7 @@
 
 :func:`plot_alignment` draws, from the products of one exp-align run, a PNG with two
 panels: the PREVIEW_FOV mosaic (the white-light images averaged after correction, see
-:func:`recipes.exp_align.mosaic`) with every exposure's detected sources marked at their
+:func:`recipes.steps.exp_align.mosaic`) with every exposure's detected sources marked at their
 corrected positions (RA_CORR, DEC_CORR of its SOURCE_LIST; one colour per exposure), and
 the offsets themselves [arcsec] per exposure. When the offsets are right the markers of the
 exposures sit on top of each other and on single stars; doubled stars or scattered markers
@@ -47,7 +47,7 @@ def plot_alignment(out: Path, offset_list: Path, preview: Path | None = None,
             image = np.asarray(hdu.data, dtype=float)
             wcs = WCS(hdu.header, naxis=2)
     elif fov_images:
-        from recipes.exp_align import mosaic, read_fov
+        from recipes.algorithms.fov import mosaic, read_fov
 
         # one image per exposure of the OFFSET_LIST (the inputs may hold several filters)
         by_mjd = {}

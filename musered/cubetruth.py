@@ -84,7 +84,7 @@ def continuum_planes(lam: np.ndarray, truth) -> np.ndarray:
 
 def cube_scene(path: Path, truth) -> CubeScene:
     """Read the cube at ``path`` and build the truth's expectation for it (module doc)."""
-    from recipes.instrument import SPAXEL_ARCSEC
+    from recipes.algorithms.instrument import SPAXEL_ARCSEC
 
     from .simulate.profiles import get_profile
     from .simulate.sources import moffat

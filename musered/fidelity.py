@@ -67,7 +67,7 @@ def _ifus(path: Path) -> list[int]:
 
 def trace_edges(database: Database, truth) -> list[Fidelity]:
     """TRACE_TABLE slice edges and centres vs the injected ones, in pixels, every row."""
-    from recipes.instrument import polyval_y
+    from recipes.algorithms.instrument import polyval_y
     from recipes.io import read_table_product
 
     products = _products(database, "TRACE_TABLE")
@@ -91,7 +91,7 @@ def trace_edges(database: Database, truth) -> list[Fidelity]:
 
 def wavelengths(database: Database, truth) -> list[Fidelity]:
     """WAVECAL_TABLE λ(x, y) vs the injected solution over every pixel inside the slices, in Å."""
-    from recipes.instrument import polyval_y, wavecal_eval
+    from recipes.algorithms.instrument import polyval_y, wavecal_eval
     from recipes.io import read_table_product
 
     products = _products(database, "WAVECAL_TABLE")
@@ -119,7 +119,7 @@ def wavelengths(database: Database, truth) -> list[Fidelity]:
 def lsf_widths(database: Database, truth) -> list[Fidelity]:
     """LSF_PROFILE FWHM vs the injected LSF (widened by the pixel, as the profile records
     it) at 5 wavelengths of every slice, and the profile integrals."""
-    from recipes.lsfmodel import box_gauss_fwhm, evaluate_lsf, profile_fwhm, read_lsf_profile
+    from recipes.algorithms.lsfmodel import box_gauss_fwhm, evaluate_lsf, profile_fwhm, read_lsf_profile
 
     products = _products(database, "LSF_PROFILE")
     if not products:
@@ -195,8 +195,11 @@ def final_cube(database: Database, truth) -> list[Fidelity]:
 
     if truth.profile != "mini" or "stars" not in truth.sources:
         return []   # the full profile's cube is too large to model here
+    from recipes.registry import step_recipe
+
+    combine = step_recipe("exp-combine", "drs")
     rows = []
-    for product in _rows(database, "DATACUBE_FINAL", "muse_exp_combine"):
+    for product in _rows(database, "DATACUBE_FINAL", combine.name):
         if not cube_exposures_of(product) & set(truth.exposures):
             continue   # not a cube of this simulation
         scene = cube_scene(Path(product.path), truth)
@@ -207,7 +210,7 @@ def final_cube(database: Database, truth) -> list[Fidelity]:
             rows.append(Fidelity("star fluxes in the final cube / truth",
                                  f"{len(values)} stars, {values.min():.3f} … {values.max():.3f}", "1 ± 0.01",
                                  worst < 0.01))
-        singles = [cube_scene(Path(cube.path), truth) for cube in _rows(database, "DATACUBE_FINAL", "muse_scipost")
+        singles = [cube_scene(Path(cube.path), truth) for cube in _rows(database, "DATACUBE_FINAL", combine.from_recipe)
                    if cube_exposures_of(cube) & set(scene.exposures)]
         relative = list(relative_flux_ratios(scene, singles).values())
         if relative:

@@ -1,7 +1,7 @@
 """Exposure quality flags: the ``flags`` table, one row per (exposure, flag) with a comment.
 
 A row's presence means the exposure carries the flag; there is no "unset" value, removing
-a flag deletes its row. That is what :class:`musered.targets.Catalog` reads: an exposure
+a flag deletes its row. That is what :class:`musered.catalog.Catalog` reads: an exposure
 with any row is excluded by default, or only when one of its flags is listed in a recipe
 block's ``exclude_flags``. ``musered info --exps`` shows the same rows.
 

@@ -9,7 +9,8 @@ header value kept in ``OBJECT_ORIG``, ``excluded`` from ``frames.exclude.raw``.
 ``settings.additional_keywords`` go to the JSON column ``extra`` under their column name
 (``ESO OBS OBSERVER`` → ``OBS_OBSERVER``); the whole primary header goes to ``header``
 as JSON (COMMENT/HISTORY cards left out).
-Headers are read by :mod:`musered.fitsheader` and turned into rows by :mod:`musered.rawrows`.
+Headers are read by :func:`musered.fitsheader.read_primary_values` (the block reader of
+:mod:`recipes.io.fitsblocks`) and turned into rows by :mod:`musered.rawrows`.
 
 Bad files (empty, non-FITS such as an HTML login page saved as ``.fits``, truncated,
 without DATE-OBS) are reported with their reason in :class:`IngestReport.failed`; they
@@ -37,9 +38,11 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
+from recipes.io.fitsblocks import HeaderError
+
 from .db import Database, Raw
 from .errors import MuseredError
-from .fitsheader import HeaderError, read_primary_header
+from .fitsheader import read_primary_values
 from .rawrows import RowContext, header_to_row
 
 logger = logging.getLogger(__name__)
@@ -182,7 +185,7 @@ def update_db(settings, database: Database, force: bool = False, progress: bool 
     with _progress(progress and len(todo) >= PROGRESS_MIN_FILES, len(todo)) as advance:
         for path, stat in todo:
             try:
-                header = read_primary_header(path)
+                header = read_primary_values(path)
                 row = header_to_row(path, header, context)
             except HeaderError as exc:
                 report.failed.append((str(path), str(exc)))

@@ -5,8 +5,8 @@ converted (the whole header → metadata map in one place). Derived columns: ``n
 (cutoff rule, :mod:`musered.nights`), ``run`` (``settings.run_of``), ``name``, ``OBJECT``
 mapped to its dataset with the header value kept in ``OBJECT_ORIG``, ``excluded`` from
 ``frames.exclude.raw``; additional keywords go to ``extra`` under their column name.
-:func:`value_matches` / :func:`row_matches` are the one rule by which settings values
-select raw rows (exclusions here, ``info`` queries).
+:func:`row_matches` selects rows by a settings query through the one matcher,
+:func:`musered.matching.value_matches`.
 """
 
 from __future__ import annotations
@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from recipes.io.fitsblocks import HeaderError
+
 from .db import Raw
 from .errors import MuseredError
-from .fitsheader import HeaderError
+from .matching import RAW_QUERY_COLUMNS, query_matches, row_getter
 from .nights import DEFAULT_NIGHT_CUTOFF, exposure_name, night_of, parse_date_obs
 
 
@@ -114,9 +116,6 @@ class RowContext:
         )
 
 
-RAW_QUERY_COLUMNS = frozenset(c.name for c in Raw.__table__.columns) - {"header", "extra"}
-
-
 def _exclusion_queries(settings, extra_columns: set[str]) -> tuple[dict[str, Any], ...]:
     frames = getattr(settings, "frames", None) or {}
     queries = (frames.get("exclude") or {}).get("raw") or []
@@ -134,38 +133,9 @@ def _exclusion_queries(settings, extra_columns: set[str]) -> tuple[dict[str, Any
     return tuple(checked)
 
 
-def value_matches(value: Any, wanted: Any) -> bool:
-    """Whether a raw value equals a settings value (or one of a list of values).
-
-    Numbers compare as numbers, everything else as text, so a YAML date
-    ``2018-08-11`` matches the night string ``'2018-08-11'`` and ``'600'`` matches 600.0.
-
-    >>> value_matches(600.0, "600"), value_matches("2018-08-11", ["2018-08-10", "2018-08-11"])
-    (True, True)
-    """
-    if isinstance(wanted, (list, tuple, set)):
-        return any(value_matches(value, item) for item in wanted)
-    if value is None or wanted is None:
-        return value is None and wanted is None
-    if isinstance(wanted, (int, float)) and not isinstance(wanted, bool):
-        number = _as_float(value)
-        return number is not None and number == float(wanted)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        wanted_number = _as_float(wanted)  # settings give values as text: '600' vs 600.0
-        return wanted_number is not None and float(value) == wanted_number
-    if isinstance(value, dt.datetime):
-        value = value.isoformat()
-    return str(value) == str(wanted)
-
-
 def row_matches(row: dict[str, Any], query: dict[str, Any]) -> bool:
     """All items of ``query`` match the row (columns first, then ``extra``)."""
-    extra = row.get("extra") or {}
-    for column, wanted in query.items():
-        value = row.get(column) if column in RAW_QUERY_COLUMNS else extra.get(column)
-        if not value_matches(value, wanted):
-            return False
-    return True
+    return query_matches(row_getter(row), query)
 
 
 def header_to_row(path: Path, header: dict[str, Any], context: RowContext) -> dict[str, Any]:

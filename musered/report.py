@@ -11,251 +11,33 @@ Runs without a night (exp-align and exp-combine on a dataset, std-combine on a r
 listed last, under "Datasets and runs".
 Plots are redrawn only when a product is newer than the PNG. A plot that fails shows a
 one-line note in its place, so one bad product never hides the rest of the report.
+
+Modules: :mod:`musered.reportruns` (runs and their QC summary), :mod:`musered.reportchoice`
+(the plot of each run), :mod:`musered.reportplots` (drawing); this module writes the page
+and re-exports the names of the first two that callers use.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import html
-import logging
 import os
 import re
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from sqlalchemy import select
-
-from .db import Database, Reduced
+from .db import Database
 from .errors import MuseredError
+from .reportchoice import PlotChoice, choose_plot, render_plot
+from .reportruns import ProductRow, Run, collect_runs, recipe_order, step_label, summarize_qc
 
-logger = logging.getLogger(__name__)
+__all__ = [
+    "CSS", "NO_NIGHT", "PlotChoice", "ProductRow", "Run", "build_report", "choose_plot", "collect_runs",
+    "recipe_order", "render_plot", "step_label", "summarize_qc",
+]
 
-# Recipes in reduction order; others follow alphabetically.
-RECIPE_ORDER = (
-    "muse_bias", "muse_dark", "muse_flat", "muse_wavecal", "muse_lsf", "muse_twilight", "muse_scibasic",
-    "muse_standard", "muse_std_combine", "muse_scipost", "muse_scipost_make_cube", "muse_exp_align",
-    "muse_exp_combine",
-)
 NO_NIGHT = "Datasets and runs"
-# A numbered word of a QC key (CHAN01, SLICE12, INPUT3, MASTER4, THRU0500): keys that differ
-# only by such numbers are summarised together (48 slices, 24 IFUs, 4 quadrants...).
-_NUMBERED = re.compile(r"\b([A-Z][A-Z_]*?)?(\d+)\b")
-
-
-@dataclass
-class ProductRow:
-    PRO_CATG: str
-    path: Path
-    qc: dict
-    frames: dict = field(default_factory=dict)  # input tag -> [{path, md5}]
-
-
-@dataclass
-class Run:
-    """The products of one recipe run on one target."""
-
-    recipe_name: str
-    name: str
-    night: str | None
-    output_dir: str | None
-    status: str
-    runtime: float | None
-    date_run: dt.datetime | None
-    log_path: Path | None
-    OBJECT: str | None
-    products: list[ProductRow] = field(default_factory=list)
-
-    @property
-    def qc(self) -> dict:
-        out: dict = {}
-        for product in self.products:
-            out.update(product.qc or {})
-        return out
-
-    def first(self, *tags: str) -> ProductRow | None:
-        """The first existing product with one of ``tags`` (in the order given)."""
-        for tag in tags:
-            for product in self.products:
-                if product.PRO_CATG == tag and product.path.is_file():
-                    return product
-        return None
-
-    @property
-    def slug(self) -> str:
-        text = f"{self.recipe_name}_{self.output_dir or ''}_{self.name}"
-        return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
-
-
-def collect_runs(database: Database) -> list[Run]:
-    """Every run recorded in ``reduced``, sorted by night (dataset runs last), recipe order
-    and target name."""
-    with database.session() as session:
-        rows = session.scalars(select(Reduced).order_by(Reduced.id)).all()
-    runs: dict[tuple, Run] = {}
-    for row in rows:
-        key = (row.recipe_name, row.name, row.output_dir or "", row.night)
-        run = runs.get(key)
-        if run is None:
-            run = runs[key] = Run(
-                recipe_name=row.recipe_name, name=row.name, night=row.night, output_dir=row.output_dir,
-                status=row.status, runtime=row.runtime, date_run=row.date_run,
-                log_path=Path(row.log_path) if row.log_path else None, OBJECT=row.OBJECT,
-            )
-        elif row.status != "ok":
-            run.status = row.status
-        run.products.append(ProductRow(row.PRO_CATG, Path(row.path), dict(row.qc or {}), dict(row.frames or {})))
-    order = {name: i for i, name in enumerate(RECIPE_ORDER)}
-    return sorted(runs.values(), key=lambda r: (r.night is None, r.night or "", order.get(r.recipe_name, 99),
-                                                r.recipe_name, r.name, r.output_dir or ""))
-
-
-# --------------------------------------------------------------------------------------
-# QC summary
-
-
-def summarize_qc(qc: Mapping[str, object], limit: int = 40) -> list[tuple[str, str]]:
-    """(key, value text) rows: keys that differ only by a number (slice, IFU, input...) are
-    merged into one row ``median (min … max, N values)``; at most ``limit`` rows."""
-    groups: dict[str, list] = defaultdict(list)
-    for key, value in qc.items():
-        groups[_NUMBERED.sub(lambda m: f"{m.group(1) or ''}*", key)].append((key, value))
-    rows = []
-    for pattern in sorted(groups):
-        members = groups[pattern]
-        values = [v for _, v in members]
-        numbers = [float(v) for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-        if len(members) == 1:
-            rows.append((members[0][0], _fmt(values[0])))
-        elif len(numbers) == len(values):
-            import numpy as np
-
-            arr = np.array(numbers)
-            rows.append((pattern, f"{_fmt(float(np.median(arr)))} ({_fmt(float(arr.min()))} … "
-                                  f"{_fmt(float(arr.max()))}, {arr.size} values)"))
-        else:
-            rows.append((pattern, ", ".join(sorted({_fmt(v) for v in values}))[:120]))
-    if len(rows) > limit:
-        rows = rows[:limit] + [("…", f"{len(rows) - limit} more QC rows")]
-    return rows
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, bool) or value is None:
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-# --------------------------------------------------------------------------------------
-# Plots
-
-
-@dataclass
-class PlotChoice:
-    """What to draw for a run: a description, the product files read, and how to draw."""
-
-    caption: str
-    sources: list[Path]
-    draw: Callable[[Path], Path]
-
-
-def choose_plot(run: Run) -> PlotChoice | None:
-    """The one plot of a run, from the most telling product it has (None: nothing to draw)."""
-    from . import reportplots as rp
-
-    def first(*tags):
-        return run.first(*tags)
-
-    if (p := first("MASTER_BIAS")) is not None:
-        return PlotChoice("master bias histogram", [p.path],
-                          lambda out: rp.plot_ccd_histogram(p.path, out, "Master bias pixel values"))
-    if (p := first("MASTER_DARK")) is not None:
-        return PlotChoice("master dark histogram", [p.path],
-                          lambda out: rp.plot_ccd_histogram(p.path, out, "Master dark pixel values"))
-    if (p := first("TRACE_TABLE")) is not None:
-        flat = first("MASTER_FLAT")
-        sources = [p.path] + ([flat.path] if flat else [])
-        return PlotChoice("slice traces over the master flat", sources,
-                          lambda out: rp.plot_traces(p.path, out, flat.path if flat else None))
-    if (p := first("WAVECAL_RESIDUALS")) is not None:
-        return PlotChoice("wavelength residuals", [p.path], lambda out: rp.plot_wavecal_residuals(p.path, out))
-    if (p := first("WAVECAL_TABLE")) is not None:
-        qc = run.qc
-        return PlotChoice("wavelength fit rms per slice", [p.path], lambda out: rp.plot_wavecal_rms(qc, out))
-    if (p := first("LSF_PROFILE")) is not None:
-        return PlotChoice("LSF width against wavelength", [p.path], lambda out: rp.plot_lsf_width(p.path, out))
-    if (p := first("STD_RESPONSE")) is not None:
-        tell = first("STD_TELLURIC")
-        # std-combine records the responses it combined as its STD_RESPONSE frames
-        inputs = [Path(f["path"]) for f in p.frames.get("STD_RESPONSE", []) if isinstance(f, Mapping)]
-        sources = [p.path] + ([tell.path] if tell else [])
-        caption = "combined response curve (inputs in grey)" if inputs else "response curve"
-        return PlotChoice(caption, sources,
-                          lambda out: rp.plot_response(p.path, out, tell.path if tell else None, inputs))
-    if (p := first("OFFSET_LIST")) is not None:
-        preview = first("PREVIEW_FOV")
-        sources = sorted(x.path for x in run.products if x.PRO_CATG == "SOURCE_LIST" and x.path.is_file())
-        inputs = [Path(f["path"]) for f in p.frames.get("IMAGE_FOV", []) if isinstance(f, Mapping)]
-        title = run.name
-
-        def draw(out: Path) -> Path:
-            from .alignplot import plot_alignment
-
-            return plot_alignment(out, p.path, preview=preview.path if preview else None, source_lists=sources,
-                                  fov_images=[] if preview else inputs, title=title)
-
-        return PlotChoice("alignment preview (exposures combined with the offsets applied, sources marked)",
-                          [p.path] + ([preview.path] if preview else []) + sources, draw)
-    if (p := first("PREVIEW_FOV")) is not None:
-        return PlotChoice("alignment preview (exposures combined with the offsets applied)", [p.path],
-                          lambda out: rp.plot_image(p.path, out, "Alignment preview"))
-    if (p := first("DATACUBE_FINAL")) is not None:
-        white = first("IMAGE_FOV")
-        sources = [p.path] + ([white.path] if white else [])
-        title = f"{run.recipe_name} {run.name}"
-        return PlotChoice("white-light image and spectrum of the cube", sources,
-                          lambda out: rp.plot_cube(p.path, out, title, white.path if white else None))
-    if (p := first("IMAGE_FOV")) is not None:
-        return PlotChoice("white-light image", [p.path], lambda out: rp.plot_image(p.path, out, "White-light image"))
-    if (p := first("TWILIGHT_CUBE", "DATACUBE_SKYFLAT")) is not None:
-        return PlotChoice(f"{p.PRO_CATG}: mean over wavelength", [p.path],
-                          lambda out: rp.plot_cube_image(p.path, out, p.PRO_CATG))
-    red = [x for x in run.products if x.PRO_CATG.endswith("_RED") and x.path.is_file()]
-    if red:
-        p = red[0]
-        return PlotChoice(f"{p.PRO_CATG} (pre-processed CCD image)", [p.path],
-                          lambda out: rp.plot_ccd_image(p.path, out, p.PRO_CATG))
-    return None
-
-
-def render_plot(run: Run, plot_dir: Path) -> tuple[str, Path | None, str | None]:
-    """(caption, PNG path or None, error text or None) of a run's plot; redrawn only when
-    a source product is newer than the PNG."""
-    choice = choose_plot(run)
-    if choice is None:
-        return "", None, None
-    out = plot_dir / f"{run.slug}.png"
-    try:
-        if out.is_file() and all(out.stat().st_mtime >= s.stat().st_mtime for s in choice.sources):
-            return choice.caption, out, None
-        return choice.caption, choice.draw(out), None
-    except Exception as exc:  # a bad product must not stop the report; say why instead
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        logger.warning("report: no plot for %s %s: %s", run.recipe_name, run.name, message)
-        out.unlink(missing_ok=True)
-        return choice.caption, None, message
-
-
-# --------------------------------------------------------------------------------------
-# HTML
 
 
 CSS = """
@@ -393,9 +175,9 @@ def _overview_html(by_night: Mapping[str, Mapping[str, list[Run]]]) -> str:
     recipes = []
     for night_recipes in by_night.values():
         recipes.extend(r for r in night_recipes if r not in recipes)
-    order = {name: i for i, name in enumerate(RECIPE_ORDER)}
+    order = recipe_order()
     recipes.sort(key=lambda r: (order.get(r, 99), r))
-    head = "".join(f"<th>{_e(r.removeprefix('muse_'))}</th>" for r in recipes)
+    head = "".join(f"<th>{_e(step_label(r))}</th>" for r in recipes)
     rows = []
     for night, night_recipes in by_night.items():
         cells = []

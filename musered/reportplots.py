@@ -99,8 +99,8 @@ def plot_traces(trace_path: Path, out: Path, flat_path: Path | None = None) -> P
     """The slice edges (solid) and centres (dotted) of TRACE_TABLE over the master flat of
     the first IFU: the whole CCD, and a zoom on four slices in the middle of the CCD where
     a misplaced edge shows."""
-    from recipes.flat import read_trace
-    from recipes.instrument import polyval_y
+    from recipes.algorithms.calibtables import read_trace
+    from recipes.algorithms.instrument import polyval_y
 
     ifu = _first_table_ifu(trace_path)
     trace = read_trace(trace_path, ifu)
@@ -199,7 +199,7 @@ def plot_wavecal_rms(qc: Mapping[str, object], out: Path) -> Path:
 def plot_lsf_width(path: Path, out: Path) -> Path:
     """LSF FWHM (Å) against wavelength for every slice of the first IFU (grey) and their
     median (black)."""
-    from recipes.lsfmodel import profile_fwhm, read_lsf_profile
+    from recipes.algorithms.lsfmodel import profile_fwhm, read_lsf_profile
 
     cubes = read_lsf_profile(path)
     ifu = min(cubes)
@@ -239,8 +239,8 @@ def plot_response(path: Path, out: Path, telluric: Path | None = None, inputs: S
     """STD_RESPONSE (response [mag, 2.5 log10 of count/s/Å per erg/s/cm²/Å] against
     wavelength, its error as a band) with the STD_TELLURIC correction (airmass 1) on a
     second axis when given, and the responses it was combined from (std-combine) in grey;
-    read with the muse_standard readers of :mod:`recipes.fluxcal`."""
-    from recipes.fluxcal import read_response, read_telluric
+    read with the muse_standard readers of :mod:`recipes.algorithms.fluxcal`."""
+    from recipes.algorithms.fluxcal import read_response, read_telluric
 
     lam, resp, err = read_response(path)
     fig, ax = plt.subplots(figsize=FIGSIZE)

@@ -15,6 +15,7 @@ The process-calib / process-exp / exp-* commands are thin wrappers on :func:`run
         console=None,                        # rich Console for the dry-run text, bar and table
         report=True,                         # print the summary table at the end
         dataset_suffix="",                   # dataset targets: name suffix (e.g. "_drs")
+        inputs_query=None,                   # only inputs matching it: {"night": [...]} (exp-align --date)
     )
     if summary.failed:
         raise MuseredError(summary.failure_message())   # exit non-zero naming what failed
@@ -27,8 +28,8 @@ The process-calib / process-exp / exp-* commands are thin wrappers on :func:`run
 For each selected target (see :mod:`musered.targets`), in time order:
 
 1. skip it when done: ``reduced`` holds status-ok products of this block (recipe name or
-   ``--params`` block) and target inside its final folder, and those files exist
-   (``--force`` re-runs);
+   ``--params`` block) and target inside its final folder, those files exist, and they
+   were made from the same inputs with the same parameters (``--force`` re-runs);
 2. associate (:mod:`musered.association`); a missing calibration fails this target only;
 3. merge the parameters once per step: recipe defaults < ``recipes.common.params`` <
    the block's ``params`` < ``cli_params`` (:meth:`Settings.recipe_params`);
@@ -50,40 +51,29 @@ Reduced folders: ``{reduced_path}/{target.folder}``, e.g.
 
 from __future__ import annotations
 
-import datetime as dt
 import fnmatch
-import hashlib
 import logging
-import math
 import os
 import re
 import shutil
 import tempfile
-import threading
-import time
 import traceback
-import uuid
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from recipes.base import Recipe
 
-from recipes.base import Product, Recipe, RecipeError
-
-from . import __version__
 from .association import Association, associate, describe
-from .db.models import Reduced
 from .errors import MuseredError
 from .executors import Executor, make_executor
-from .targets import Catalog, Target, check_selection, discover_targets, select_targets, target_matches
+from .install import InstallError, check_products, done_records, failure_log, install_products, is_done
+from .catalog import Catalog
+from .targets import Target, check_selection, discover_targets, select_targets, target_matches
+from .worker import LOG_NAME, RECIPES_LOGGER, Job, JobResult, execute, one_line
 
 logger = logging.getLogger(__name__)
-
-LOG_NAME = "log.txt"
-RECIPES_LOGGER = "recipes"
 
 
 # ---------------------------------------------------------------- results
@@ -168,124 +158,13 @@ def _fmt(value: Any) -> str:
         return f"{value:.4g}"
     return str(value)
 
-
-# ---------------------------------------------------------------- worker side
-
-@dataclass
-class Job:
-    """Everything a worker needs for one run (picklable)."""
-
-    recipe: Recipe
-    frames: dict[str, list[Path]]
-    params: dict[str, Any]
-    outdir: Path
-    loglevel: int = logging.INFO
-
-
-@dataclass
-class JobResult:
-    ok: bool
-    runtime: float
-    products: list[Product] = field(default_factory=list)
-    reason: str = ""
-    traceback: str = ""
-    md5: dict[str, str] = field(default_factory=dict)
-
-
-def execute(job: Job) -> JobResult:
-    """Run a recipe in a worker; never raises (failures come back as a JobResult)."""
-    start = time.perf_counter()
-    with capture_recipe_log(job.outdir / LOG_NAME, job.loglevel):
-        try:
-            products = job.recipe.run(job.frames, dict(job.params), job.outdir)
-            if not isinstance(products, list) or not all(isinstance(p, Product) for p in products):
-                raise TypeError(f"recipe {job.recipe.name} must return a list of Product, "
-                                f"not {type(products).__name__}")
-        except RecipeError as exc:
-            logging.getLogger(RECIPES_LOGGER).error("%s", exc)
-            return JobResult(False, time.perf_counter() - start, reason=_one_line(exc) or "RecipeError")
-        except Exception as exc:  # a crash: keep the traceback for the failure log
-            logging.getLogger(RECIPES_LOGGER).error("%s", exc, exc_info=True)
-            return JobResult(False, time.perf_counter() - start,
-                             reason=f"{type(exc).__name__}: {_one_line(exc)}",
-                             traceback=traceback.format_exc())
-    runtime = time.perf_counter() - start
-    md5 = {str(p): file_md5(p) for paths in job.frames.values() for p in paths}
-    return JobResult(True, runtime, products=products, md5=md5)
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
-
-
-_md5_cache: dict[tuple[str, int, int], str] = {}
-_md5_lock = threading.Lock()
-
-
-def file_md5(path: Path | str, chunk: int = 1 << 22) -> str:
-    """MD5 hex digest of a file, cached per process by (path, size, mtime)."""
-    st = os.stat(path)
-    key = (str(path), st.st_size, st.st_mtime_ns)
-    with _md5_lock:
-        if key in _md5_cache:
-            return _md5_cache[key]
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    with _md5_lock:
-        _md5_cache[key] = digest.hexdigest()
-    return _md5_cache[key]
-
-
-_capture_lock = threading.Lock()
-_capture_state: dict[str, Any] = {"count": 0}
-
-
-@contextmanager
-def capture_recipe_log(path: Path, level: int = logging.INFO):
-    """Copy the records of the ``recipes`` loggers emitted by this thread to ``path``.
-
-    The ``recipes`` logger is lowered to ``level`` for the run, while its existing
-    handlers keep the level they showed before, so the terminal sees no change. The
-    thread filter keeps concurrent runs in one process (Dask threads) apart.
-    """
-    log = logging.getLogger(RECIPES_LOGGER)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.setLevel(level)
-    thread = threading.get_ident()
-    handler.addFilter(lambda record: record.thread == thread)
-    with _capture_lock:
-        if _capture_state["count"] == 0:
-            effective = log.getEffectiveLevel()
-            _capture_state["level"] = log.level
-            _capture_state["handlers"] = [h for h in log.handlers if h.level == logging.NOTSET]
-            for h in _capture_state["handlers"]:
-                h.setLevel(effective)
-            log.setLevel(min(level, effective))
-        _capture_state["count"] += 1
-        log.addHandler(handler)
-    try:
-        yield
-    finally:
-        with _capture_lock:
-            log.removeHandler(handler)
-            _capture_state["count"] -= 1
-            if _capture_state["count"] == 0:
-                log.setLevel(_capture_state.pop("level"))
-                for h in _capture_state.pop("handlers"):
-                    h.setLevel(logging.NOTSET)
-        handler.close()
-
-
 # ---------------------------------------------------------------- parent side
 
 def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None = None, *,
              params_block: str | None = None, cli_params: Mapping[str, Any] | None = None,
              force: bool = False, dry_run: bool = False, executor: Executor | None = None,
              jobs: int | None = None, progress: bool = True, console=None, report: bool = True,
-             dataset_suffix: str = "") -> StepSummary:
+             dataset_suffix: str = "", inputs_query: Mapping[str, Any] | None = None) -> StepSummary:
     """Run ``recipe`` on the selected targets (see the module docstring)."""
     from rich.console import Console
 
@@ -295,7 +174,7 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
     block = settings.recipe_block(block_name)
     catalog = Catalog.from_database(database, settings, block.get("exclude_flags", True))
     check_selection(selection, catalog, settings)
-    targets, skipped = discover_targets(recipe, catalog, settings, block, dataset_suffix)
+    targets, skipped = discover_targets(recipe, catalog, settings, block, dataset_suffix, inputs_query)
     targets = select_targets(targets, selection, settings)
     summary = StepSummary(recipe=block_name)
     for s in skipped:
@@ -305,16 +184,19 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
     reduced_path = Path(settings.reduced_path)
     results: dict[int, TargetResult] = {}
     work: list[tuple[int, Target, Association]] = []
+    records = {} if force else done_records(database, block_name)
     for index, target in enumerate(targets):
         final = reduced_path / target.folder
-        if not force and _is_done(catalog, block_name, target, final):
+        if not force and is_done(records, recipe, target, final, params):
             results[index] = TargetResult(target.name, str(target.folder), "done", "already done")
             if dry_run:
                 console.print(f"{target.name} -> {target.folder}: already done, skipped (--force to redo)",
-                              markup=False, highlight=False)
+                              markup=False, highlight=False, soft_wrap=True)
             continue
         try:
-            assoc = associate(recipe, target, catalog, settings, block)
+            if target.problem:
+                raise MuseredError(target.problem)
+            assoc = associate(recipe, target, catalog, settings, block, block_name)
         except MuseredError as exc:
             results[index] = TargetResult(target.name, str(target.folder), "failed", str(exc))
             if not dry_run:
@@ -322,7 +204,7 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
             else:
                 console.print(f"{target.name} ({target.kind}, night {target.night}, "
                               f"{target.INS_MODE}) -> {target.folder}\n  ERROR: {exc}",
-                              markup=False, highlight=False)
+                              markup=False, highlight=False, soft_wrap=True)
             continue
         problem = _input_problem(recipe, assoc)
         if problem:
@@ -332,14 +214,14 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
                 continue
         if dry_run:
             summary.associations.append(assoc)
-            console.print("\n".join(describe([assoc])), markup=False, highlight=False)
+            console.print("\n".join(describe([assoc])), markup=False, highlight=False, soft_wrap=True)
             console.print(f"  params ({block_name}): "
                           + (", ".join(f"{k}={v}" for k, v in params.items()) or "none"),
-                          markup=False, highlight=False)
+                          markup=False, highlight=False, soft_wrap=True)
             if not problem:
                 results[index] = TargetResult(target.name, str(target.folder), "dry-run", "not run (--dry-run)")
             else:
-                console.print(f"  ERROR: {problem}", markup=False, highlight=False)
+                console.print(f"  ERROR: {problem}", markup=False, highlight=False, soft_wrap=True)
             continue
         work.append((index, target, assoc))
 
@@ -351,7 +233,7 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
         console.print(summary.table(recipe.summary_qc))
     elif report and not summary.results:
         console.print(f"{block_name}: nothing to do" + (f" for {', '.join(selection)}" if selection else ""),
-                      markup=False, highlight=False)
+                      markup=False, highlight=False, soft_wrap=True)
     return summary
 
 
@@ -401,12 +283,6 @@ def _input_problem(recipe: Recipe, assoc: Association) -> str | None:
     return None
 
 
-def _is_done(catalog: Catalog, block_name: str, target: Target, final: Path) -> bool:
-    products = [p for p in catalog.products
-                if p.recipe_name == block_name and p.name == target.name and p.path.is_relative_to(final)]
-    return bool(products) and all(p.path.is_file() for p in products)
-
-
 def _recipes_loglevel() -> int:
     return min(logging.INFO, logging.getLogger(RECIPES_LOGGER).getEffectiveLevel())
 
@@ -439,7 +315,7 @@ def _execute_all(settings, database, recipe, block_name, params, work, executor,
                 try:
                     outcome = future.result()
                 except Exception as exc:  # the worker itself died (pickling, lost process)
-                    outcome = JobResult(False, 0.0, reason=f"{type(exc).__name__}: {_one_line(exc)}",
+                    outcome = JobResult(False, 0.0, reason=f"{type(exc).__name__}: {one_line(exc)}",
                                         traceback=traceback.format_exc())
                 try:
                     results[index] = _conclude(settings, database, recipe, block_name, params,
@@ -449,7 +325,7 @@ def _execute_all(settings, database, recipe, block_name, params, work, executor,
                     logger.error("%s %s: failed while installing: %s", block_name, target.name, exc,
                                  exc_info=True)
                     results[index] = TargetResult(target.name, str(target.folder), "failed",
-                                                  f"{type(exc).__name__}: {_one_line(exc)}")
+                                                  f"{type(exc).__name__}: {one_line(exc)}")
                 bar.advance(task)
     finally:
         if own_executor:  # first let running work stop, then remove its folders
@@ -464,10 +340,10 @@ def _conclude(settings, database, recipe, block_name, params, target, assoc, tmp
     folder = str(target.folder)
     if outcome.ok:
         try:
-            products = _check_products(recipe, outcome.products, tmp)
-            paths = _install(settings, database, block_name, params, target, assoc, tmp, final,
+            products = check_products(recipe, outcome.products, tmp)
+            paths = install_products(settings, database, block_name, params, target, assoc, tmp, final,
                              products, outcome)
-        except _InstallError as exc:
+        except InstallError as exc:
             outcome = JobResult(False, outcome.runtime, reason=str(exc), traceback=exc.details)
         else:
             qc: dict[str, Any] = {}
@@ -476,129 +352,9 @@ def _conclude(settings, database, recipe, block_name, params, target, assoc, tmp
             logger.info("%s %s: ok (%.1f s)", block_name, target.name, outcome.runtime)
             return TargetResult(target.name, folder, "ok", runtime=outcome.runtime, qc=qc,
                                 products=paths, log_path=final / LOG_NAME)
-    log_path = _failure_log(settings, block_name, target, tmp, outcome)
+    log_path = failure_log(settings, block_name, target, tmp, outcome)
     shutil.rmtree(tmp, ignore_errors=True)
     reason = outcome.reason + (f" (traceback in {log_path})" if outcome.traceback and log_path else "")
     logger.error("%s %s: failed: %s", block_name, target.name, reason)
     return TargetResult(target.name, folder, "failed", reason, runtime=outcome.runtime,
                         log_path=log_path)
-
-
-class _InstallError(Exception):
-    def __init__(self, message: str, details: str = ""):
-        super().__init__(message)
-        self.details = details
-
-
-def _check_products(recipe: Recipe, products: list[Product], tmp: Path) -> list[tuple[Product, Path]]:
-    """Each product as (product, path relative to the run folder); the contract is checked."""
-    if not products:
-        raise _InstallError(f"recipe {recipe.name} wrote no products")
-    out = []
-    root = tmp.resolve()
-    for product in products:
-        path = Path(product.path)
-        path = (path if path.is_absolute() else root / path).resolve()
-        if not path.is_relative_to(root):
-            raise _InstallError(f"recipe {recipe.name} returned {path}, outside its output folder")
-        if not path.is_file():
-            raise _InstallError(f"recipe {recipe.name} returned {path.name}, which it did not write")
-        if product.tag not in recipe.outputs:
-            raise _InstallError(f"recipe {recipe.name} returned tag {product.tag}, not one of its "
-                                f"outputs ({', '.join(recipe.outputs)})")
-        out.append((product, path.relative_to(root)))
-    return out
-
-
-def _install(settings, database, block_name, params, target, assoc, tmp, final, products,
-             outcome) -> list[Path]:
-    """Rename the run folder into place and record its products in one transaction."""
-    old = None
-    try:
-        if final.exists():
-            old = final.with_name(f"{final.name}.old-{uuid.uuid4().hex[:8]}")
-            final.rename(old)
-        tmp.rename(final)
-    except OSError as exc:
-        if old is not None and not final.exists():
-            old.rename(final)
-        raise _InstallError(f"could not move the products into {final}: {exc.strerror or exc}",
-                            traceback.format_exc()) from None
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    frames = {tag: [{"path": str(p), "md5": outcome.md5.get(str(p))} for p in paths]
-              for tag, paths in assoc.frames.items()}
-    software = _software()
-    paths = [final / rel for _product, rel in products]
-    try:
-        with database.session() as session:
-            stale = session.scalars(select(Reduced).where(
-                Reduced.recipe_name == block_name, Reduced.name == target.name)).all()
-            for row in stale:
-                if Path(row.path).is_relative_to(final):
-                    session.delete(row)
-            for (product, _rel), path in zip(products, paths):
-                session.add(Reduced(
-                    recipe_name=block_name, name=target.name, PRO_CATG=product.tag, path=str(path),
-                    night=target.night, DATE_OBS=target.DATE_OBS, OBJECT=target.OBJECT,
-                    INS_MODE=target.INS_MODE, TPL_START=target.TPL_START,
-                    version=str(settings.version), revision=_text(getattr(settings, "revision", None)),
-                    date_run=now, params=_json_safe(params), frames=frames,
-                    qc=_json_safe(dict(product.qc)), status="ok", runtime=outcome.runtime,
-                    log_path=str(final / LOG_NAME), output_dir=target.output_dir,
-                    ifus=[int(i) for i in product.ifus], software=software,
-                ))
-    except Exception as exc:
-        shutil.rmtree(final, ignore_errors=True)
-        if old is not None:
-            old.rename(final)
-        raise _InstallError(f"could not record the products in the database: {_one_line(exc)}",
-                            traceback.format_exc()) from None
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return paths
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-def _software() -> dict[str, str]:
-    import numpy
-
-    import recipes
-
-    return {"musered": __version__, "recipes": getattr(recipes, "__version__", "?"),
-            "numpy": numpy.__version__}
-
-
-def _json_safe(value: Any) -> Any:
-    """Plain JSON values: numpy scalars to Python, NaN/inf to None, paths to text."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
-def _failure_log(settings, block_name: str, target: Target, tmp: Path, outcome: JobResult) -> Path | None:
-    """Save reason, traceback and the run's recipe log under logs/failed/; None if it fails."""
-    folder = Path(settings.reduced_path) / "logs" / "failed"
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-    path = folder / f"{block_name}.{target.folder.name}.{stamp}.log"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        recipe_log = (tmp / LOG_NAME).read_text(encoding="utf-8", errors="replace") \
-            if (tmp / LOG_NAME).is_file() else ""
-        path.write_text(f"{block_name} {target.name}: {outcome.reason}\n\n"
-                        + (outcome.traceback + "\n" if outcome.traceback else "")
-                        + ("--- recipe log ---\n" + recipe_log if recipe_log else ""), encoding="utf-8")
-    except OSError as exc:
-        logger.warning("could not write the failure log %s: %s", path, exc)
-        return None
-    return path

@@ -1,8 +1,10 @@
 """Markdown documentation of recipe declarations (for docs/recipes.md).
 
-``render_recipe(recipe)`` describes one recipe: its purpose, raw inputs (with the
-minimum count), calibrations (required / optional / excluded by default), products and
-a parameter table (DRS name, type, default, allowed values or range, help).
+``render_recipe(recipe)`` describes one recipe: its purpose, how it is run (command, step
+flag or method, by default or not, what one run reduces), its inputs (with the minimum
+count and where they come from), calibrations (required / optional / excluded by default,
+with their sources, night offset and mode matching), products and a parameter table (DRS
+name, type, default, allowed values or range, help).
 ``render_recipes(recipes)`` joins several under a title. Nothing here is hand-written
 per recipe: the declarations are the single source.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .base import Param, Recipe
+from recipes.base import REDUCED, Calib, Param, Recipe, format_param
 
 
 def _cell(text: object) -> str:
@@ -21,9 +23,7 @@ def _cell(text: object) -> str:
 def _default(param: Param) -> str:
     if param.default is None:
         return "–"
-    if isinstance(param.default, bool):
-        return "`true`" if param.default else "`false`"
-    return f"`{param.default}`"
+    return f"`{format_param(param.default)}`"
 
 
 def _allowed(param: Param) -> str:
@@ -37,25 +37,35 @@ def _allowed(param: Param) -> str:
     return ", ".join(bounds)
 
 
+def _calib(calib: Calib) -> str:
+    if calib.required:
+        status = "required"
+    elif calib.default_excluded:
+        status = "optional, excluded unless the settings block includes it"
+    else:
+        status = "optional"
+    where = " > ".join(calib.sources)
+    if REDUCED in calib.sources:
+        where += f", ±{calib.offset} night{'s' if calib.offset != 1 else ''}"
+    if calib.match_mode:
+        where += ", same INS_MODE"
+    return f"`{calib.tag}` ({status}; {where})"
+
+
 def render_recipe(recipe: Recipe) -> str:
     """Markdown section for one recipe declaration."""
     lines = [f"## {recipe.name}", ""]
     if recipe.description:
         lines += [recipe.description, ""]
-    lines.append(f"- **Target**: one {recipe.target}")
+    flag = "--method " + recipe.step_name if recipe.group == "dataset" else "--" + recipe.step_name
+    default = "" if recipe.group in ("dataset", "run") else (" (by default)" if recipe.by_default
+                                                            else " (only when asked for)")
+    lines.append(f"- **Run by**: `musered {recipe.command_name} {flag}`{default}; one run per {recipe.group}")
     inputs = ", ".join(f"`{tag}`" for tag in recipe.inputs) or "none"
-    lines.append(f"- **Raw inputs**: {inputs} (at least {recipe.min_inputs})")
+    source = f", products of {recipe.from_recipe}" if recipe.from_recipe else ", raw files"
+    lines.append(f"- **Inputs**: {inputs} (at least {recipe.min_inputs}{source})")
     if recipe.calibs:
-        calibs = []
-        for calib in recipe.calibs:
-            if calib.required:
-                status = "required"
-            elif calib.default_excluded:
-                status = "optional, excluded unless the settings block includes it"
-            else:
-                status = "optional"
-            calibs.append(f"`{calib.tag}` ({status})")
-        lines.append("- **Calibrations**: " + ", ".join(calibs))
+        lines.append("- **Calibrations**: " + ", ".join(_calib(c) for c in recipe.calibs))
     else:
         lines.append("- **Calibrations**: none")
     lines.append("- **Products**: " + (", ".join(f"`{tag}`" for tag in recipe.outputs) or "none"))
@@ -79,8 +89,11 @@ def render_recipes(recipes: Iterable[Recipe], title: str = "Recipes") -> str:
     lines = [
         f"# {title}",
         "",
-        "Generated from the recipe declarations (`recipes/*.py`) by `recipes.docs`; do not edit by hand.",
-        "Parameter names and defaults are those of the ESO MUSE DRS.",
+        "Generated from the recipe declarations (`recipes/steps/*.py`) by `recipes.docs`; do not edit by hand.",
+        "Recipes are listed in the order they run. Calibrations name their sources in search order "
+        "(frames: the settings block's `frames`; reduced: products of other recipes on the nearest "
+        "nights; raw: a raw file of the same night; static: `static_calib`, `muse_calib_path`, archive "
+        "products). Parameter names and defaults are those of the ESO MUSE DRS.",
         "",
     ]
     for recipe in recipes:
@@ -91,10 +104,9 @@ def render_recipes(recipes: Iterable[Recipe], title: str = "Recipes") -> str:
 
 def main() -> None:
     """``python -m recipes.docs > docs/recipes.md``: every registered recipe."""
-    from .registry import all_recipes
+    from recipes.registry import all_recipes
 
-    recipes = sorted(all_recipes().values(), key=lambda r: r.name)
-    print(render_recipes(recipes), end="")
+    print(render_recipes(all_recipes().values()), end="")
 
 
 if __name__ == "__main__":

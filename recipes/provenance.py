@@ -16,19 +16,11 @@ from pathlib import Path
 
 from astropy.io import fits
 
-from . import __version__
-from .io import STRUCTURAL_KEYS, fitting_comment, hkey
+from recipes import __version__
+from recipes.base import format_param
+from recipes.io.keywords import STRUCTURAL_KEYS, fitting_comment, hkey
 
 PIPE_ID = f"musered/{__version__}"
-
-
-def format_param(value: object) -> str:
-    """A parameter value as the DRS records it (``true``/``false``, numbers as text)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return ""
-    return str(value)
 
 
 def qc_key(*parts: object) -> str:
@@ -93,7 +85,10 @@ def recorded_params(header: fits.Header) -> dict[str, str]:
 
 
 def add_qc(header: fits.Header, values: Iterable[tuple[str, object, str]]) -> None:
-    """Set ``(keyword, value, comment)`` triples; keywords are full (``ESO QC ...``)."""
+    """Set ``(keyword, value, comment)`` triples; keywords are full (``ESO QC ...``).
+
+    Floats are rounded to 6 significant digits; comments are shortened to fit the card
+    (:func:`recipes.io.keywords.fitting_comment`)."""
     for key, value, comment in values:
         if isinstance(value, float):
             value = float(f"{value:.6g}") if abs(value) < 1e15 else value

@@ -2,7 +2,7 @@
 
 Frames follow muse-raw-format.md exactly (empty primary, ``CHANnn`` uint16 extensions
 stored as BITPIX=16/BZERO=32768, ``ESO DET OUTn`` keywords from
-:class:`recipes.instrument.DetectorFormat`), only smaller: by default 4 ports of
+:class:`recipes.algorithms.instrument.DetectorFormat`), only smaller: by default 4 ports of
 64 x 48 pixels with 8-pixel pre/overscans.
 """
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from recipes.instrument import DetectorFormat, detector_geometry
+from recipes.algorithms.instrument import DetectorFormat, detector_geometry
 from recipes.io import hkey
 
 SMALL = DetectorFormat(nx=64, ny=48, prscx=8, prscy=8, ovscx=8, ovscy=8)

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from astropy.io import fits
 
-from musered.association import StaticFolder, associate, night_order
+from musered.association import associate, night_order
+from musered.calibfiles import StaticFolder
 from musered.db.models import Flag, Raw, Reduced
 from musered.errors import MuseredError
 from musered.settings import settings_from_dict
-from musered.targets import (
-    Catalog, ProductFrame, check_selection, discover_targets, raw_frame, select_targets,
-)
+from musered.catalog import Catalog, ProductFrame, raw_frame
+from musered.targets import check_selection, discover_targets, select_targets
+from recipes import calibs
 from recipes.base import Calib, Product, Recipe
 
 MODE = "WFM-NOAO-N"
@@ -25,14 +27,19 @@ def _run(frames, params, outdir):  # never called: association only
     return [Product(outdir / "x.fits", "PIXTABLE_OBJECT")]
 
 
+def calib(tag: str, required: bool = True) -> Calib:
+    """The declared policy of a tag (recipes.calibs), required or not as the test says."""
+    return replace(getattr(calibs, tag, Calib(tag)), required=required)
+
+
 def exposure_recipe(*calibs: Calib, inputs=("OBJECT",)) -> Recipe:
     return Recipe(name="muse_test", inputs=inputs, calibs=calibs, outputs=("PIXTABLE_OBJECT",),
-                  params=(), run=_run, target="exposure")
+                  params=(), run=_run, group="exposure")
 
 
 def sequence_recipe(*calibs: Calib) -> Recipe:
     return Recipe(name="muse_seq", inputs=("FLAT",), calibs=calibs, outputs=("MASTER_FLAT",),
-                  params=(), run=_run, target="sequence")
+                  params=(), run=_run, group="sequence")
 
 
 def settings(tmp_path, **data):
@@ -88,7 +95,7 @@ def test_night_order_nearest_first_next_before_previous():
 
 
 def test_same_night_wins_over_neighbours(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"))
     products = [product("MASTER_BIAS", "2017-06-17"), product("MASTER_BIAS", NIGHT),
                 product("MASTER_BIAS", "2017-06-15")]
     result = associate_one(tmp_path, recipe, [obj()], products)
@@ -98,14 +105,14 @@ def test_same_night_wins_over_neighbours(tmp_path):
 
 
 def test_next_night_before_previous_night(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"))
     products = [product("MASTER_BIAS", "2017-06-15"), product("MASTER_BIAS", "2017-06-17")]
     result = associate_one(tmp_path, recipe, [obj()], products)
     assert result.frames["MASTER_BIAS"] == [products[1].path]
 
 
 def test_offsets_limit_default_and_configured(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"), Calib("STD_RESPONSE"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"), calib("STD_RESPONSE"))
     products = [product("MASTER_BIAS", "2017-06-14"), product("MASTER_BIAS", "2017-06-19"),
                 product("STD_RESPONSE", "2017-06-12")]
     # default offset 1 for MASTER_BIAS: -2 is out of reach
@@ -124,7 +131,7 @@ def test_offsets_limit_default_and_configured(tmp_path):
 
 
 def test_ins_mode_matching_for_flats_not_for_bias(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"), Calib("MASTER_FLAT"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"), calib("MASTER_FLAT"))
     products = [product("MASTER_BIAS", NIGHT, mode="WFM-AO-N"),
                 product("MASTER_FLAT", NIGHT, mode="WFM-AO-N"),
                 product("MASTER_FLAT", "2017-06-17", mode=MODE)]
@@ -136,7 +143,7 @@ def test_ins_mode_matching_for_flats_not_for_bias(tmp_path):
 
 
 def test_several_candidates_closest_in_time_and_logged(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"))
     far = product("MASTER_BIAS", NIGHT, name="2017-06-16T08:00:00", hour=-4)
     near = product("MASTER_BIAS", NIGHT, name="2017-06-17T08:00:00", hour=20)
     result = associate_one(tmp_path, recipe, [obj(hour=16)], [far, near])
@@ -146,7 +153,7 @@ def test_several_candidates_closest_in_time_and_logged(tmp_path):
 
 
 def test_product_set_with_several_files_is_returned_whole(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"))
     one = product("MASTER_BIAS", NIGHT)
     two = ProductFrame(**{**one.__dict__, "path": one.path.with_name("MASTER_BIAS-02.fits")})
     two.path.touch()
@@ -155,7 +162,7 @@ def test_product_set_with_several_files_is_returned_whole(tmp_path):
 
 
 def test_product_whose_file_disappeared_is_rejected(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"))
     gone = product("MASTER_BIAS", NIGHT, write=False)
     there = product("MASTER_BIAS", "2017-06-15")
     result = associate_one(tmp_path, recipe, [obj()], [gone, there])
@@ -164,7 +171,7 @@ def test_product_whose_file_disappeared_is_rejected(tmp_path):
 
 
 def test_global_product_exclusion_by_name(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"))
     bad = product("MASTER_BIAS", NIGHT, name="2017-06-16T10:00:00")
     good = product("MASTER_BIAS", "2017-06-17", name="2017-06-17T10:00:00")
     st = settings(tmp_path, frames={"exclude": {"MASTER_BIAS": ["2017-06-16T10:00:00"]}})
@@ -174,7 +181,7 @@ def test_global_product_exclusion_by_name(tmp_path):
 
 
 def test_products_of_excluded_raw_files_are_rejected(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_FLAT"))
+    recipe = exposure_recipe(calib("MASTER_FLAT"))
     flats = [flat("2017-06-16T10:00:01", "2017-06-16T10:00:00"),
              flat("2017-06-16T10:00:30", "2017-06-16T10:00:00", hour=-1.9)]
     made = product("MASTER_FLAT", NIGHT, name="2017-06-16T10:00:00")
@@ -263,19 +270,19 @@ def write_static(path: Path, catg: str, mode: str | None = None) -> Path:
 
 
 def test_static_calib_validity_then_calib_path_then_archive(tmp_path):
-    calib = tmp_path / "calib"
-    calib.mkdir()
+    folder = tmp_path / "calib"
+    folder.mkdir()
     old = write_static(tmp_path / "geo_old.fits", "GEOMETRY_TABLE")
     new = write_static(tmp_path / "geo_new.fits", "GEOMETRY_TABLE")
-    default = write_static(calib / "geometry_table_wfm.fits", "GEOMETRY_TABLE")
-    write_static(calib / "geometry_table_nfm.fits", "GEOMETRY_TABLE")
-    astro_nfm = write_static(calib / "astrometry_a.fits", "ASTROMETRY_WCS", "NFM-AO-N")
-    astro_wfm = write_static(calib / "astrometry_b.fits", "ASTROMETRY_WCS", MODE)
-    (calib / "notes.txt").write_text("not a FITS file")
-    st = settings(tmp_path, muse_calib_path=str(calib), static_calib={"GEOMETRY_TABLE": {
+    default = write_static(folder / "geometry_table_wfm.fits", "GEOMETRY_TABLE")
+    write_static(folder / "geometry_table_nfm.fits", "GEOMETRY_TABLE")
+    astro_nfm = write_static(folder / "astrometry_a.fits", "ASTROMETRY_WCS", "NFM-AO-N")
+    astro_wfm = write_static(folder / "astrometry_b.fits", "ASTROMETRY_WCS", MODE)
+    (folder / "notes.txt").write_text("not a FITS file")
+    st = settings(tmp_path, muse_calib_path=str(folder), static_calib={"GEOMETRY_TABLE": {
         str(old): {"start_date": "2017-01-01", "end_date": "2017-06-10"},
         str(new): {"start_date": "2017-06-11", "end_date": "2017-06-30"}}})
-    recipe = exposure_recipe(Calib("GEOMETRY_TABLE"), Calib("ASTROMETRY_WCS"), Calib("BADPIX_TABLE"))
+    recipe = exposure_recipe(calib("GEOMETRY_TABLE"), calib("ASTROMETRY_WCS"), calib("BADPIX_TABLE"))
     archive = raw_frame(path="/raw/M.MUSE.2017-06-01T00:00:00.000.fits", name="M.MUSE.2017",
                         night="2017-06-01", PRO_CATG="BADPIX_TABLE")
     archive_far = raw_frame(path="/raw/M.MUSE.2016-01-01T00:00:00.000.fits", name="M.MUSE.2016",
@@ -315,9 +322,9 @@ def test_custom_frames_file_glob_folder_validity_and_named_product(tmp_path):
     resp17 = write_static(tmp_path / "resp17.fits", "STD_RESPONSE")
     resp18 = write_static(tmp_path / "resp18.fits", "STD_RESPONSE")
     wcs = write_static(tmp_path / "wcs.fits", "OUTPUT_WCS")
-    recipe = exposure_recipe(Calib("MASTER_BIAS"), Calib("MASTER_FLAT"), Calib("STD_RESPONSE"),
-                             Calib("TRACE_TABLE"), Calib("OUTPUT_WCS"), Calib("OFFSET_LIST"),
-                             Calib("TWILIGHT_CUBE"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"), calib("MASTER_FLAT"), calib("STD_RESPONSE"),
+                             calib("TRACE_TABLE"), calib("OUTPUT_WCS"), calib("OFFSET_LIST"),
+                             calib("TWILIGHT_CUBE"))
     offsets = product("OFFSET_LIST", NIGHT, name="OFFSET_LIST_drs", recipe="muse_exp_align",
                       OBJECT="IC4406")
     st = settings(tmp_path, recipes={"muse_test": {"frames": {
@@ -348,7 +355,7 @@ def test_custom_frames_file_glob_folder_validity_and_named_product(tmp_path):
 
 
 def test_special_frames_only_from_settings_and_missing_file_is_an_error(tmp_path):
-    recipe = exposure_recipe(Calib("OUTPUT_WCS", required=False))
+    recipe = exposure_recipe(calib("OUTPUT_WCS", required=False))
     wcs = product("OUTPUT_WCS", NIGHT)  # present in reduced, but special tags are not searched
     result = associate_one(tmp_path, recipe, [obj()], [wcs])
     assert "OUTPUT_WCS" not in result.frames
@@ -362,8 +369,8 @@ def test_special_frames_only_from_settings_and_missing_file_is_an_error(tmp_path
 
 
 def test_default_excluded_include_and_exclude(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"), Calib("MASTER_DARK", required=False),
-                             Calib("NONLINEARITY_GAIN", required=False))
+    recipe = exposure_recipe(calib("MASTER_BIAS"), calib("MASTER_DARK", required=False),
+                             calib("NONLINEARITY_GAIN", required=False))
     products = [product("MASTER_BIAS", NIGHT), product("MASTER_DARK", NIGHT)]
     result = associate_one(tmp_path, recipe, [obj()], products)
     assert set(result.frames) == {"OBJECT", "MASTER_BIAS"}
@@ -375,7 +382,7 @@ def test_default_excluded_include_and_exclude(tmp_path):
 
 
 def test_missing_required_tag_error_lists_what_was_searched(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_FLAT"))
+    recipe = exposure_recipe(calib("MASTER_FLAT"))
     wrong_mode = product("MASTER_FLAT", "2017-06-17", mode="NFM-AO-N")
     with pytest.raises(MuseredError) as err:
         associate_one(tmp_path, recipe, [obj()], [wrong_mode])
@@ -389,7 +396,7 @@ def test_missing_required_tag_error_lists_what_was_searched(tmp_path):
 
 
 def test_every_missing_required_tag_is_named(tmp_path):
-    recipe = exposure_recipe(Calib("MASTER_BIAS"), Calib("TRACE_TABLE"), Calib("WAVECAL_TABLE"))
+    recipe = exposure_recipe(calib("MASTER_BIAS"), calib("TRACE_TABLE"), calib("WAVECAL_TABLE"))
     with pytest.raises(MuseredError) as err:
         associate_one(tmp_path, recipe, [obj()], [product("TRACE_TABLE", NIGHT)])
     message = str(err.value)
@@ -397,7 +404,7 @@ def test_every_missing_required_tag_is_named(tmp_path):
 
 
 def test_optional_tag_not_found_is_logged(tmp_path):
-    result = associate_one(tmp_path, exposure_recipe(Calib("SKY_LINES", required=False)), [obj()], [])
+    result = associate_one(tmp_path, exposure_recipe(calib("SKY_LINES", required=False)), [obj()], [])
     assert "SKY_LINES" not in result.frames
     assert result.log["SKY_LINES"][-1] == "optional, not found: not used"
 
@@ -408,7 +415,7 @@ def illum(name, hour, temp, night=NIGHT, mode=MODE):
 
 
 def test_illum_closest_temperature_within_two_hours(tmp_path):
-    recipe = exposure_recipe(Calib("ILLUM", required=False))
+    recipe = exposure_recipe(calib("ILLUM", required=False))
     exposure = obj(hour=13.0, INS_TEMP7_VAL=10.0)
     near_time = illum("i1", 13.1, 11.0)
     near_temp = illum("i2", 14.5, 10.1)
@@ -426,7 +433,7 @@ def test_exposures_from_products_and_selection(tmp_path):
     st = settings(tmp_path, runs={"P99": {"start_date": "2017-06-15", "end_date": "2017-06-16"}},
                   recipes={"muse_post": {"from_recipe": "muse_scibasic"}})
     recipe = Recipe(name="muse_post", inputs=("PIXTABLE_OBJECT",), calibs=(), outputs=("DATACUBE_FINAL",),
-                    params=(), run=_run, target="exposure")
+                    params=(), run=_run, group="exposure")
     pix = [product("PIXTABLE_OBJECT", n, name=f"{n}T23:00:00.000", recipe="muse_scibasic",
                    output_dir="scibasic", OBJECT="IC4406") for n in ("2017-06-16", "2017-06-17")]
     other = product("PIXTABLE_OBJECT", "2017-06-17", name="2017-06-17T23:00:00.000",
@@ -447,7 +454,7 @@ def test_exposures_from_products_and_selection(tmp_path):
 def test_dataset_targets(tmp_path):
     st = settings(tmp_path, datasets={"IC4406": {}}, recipes={"muse_comb": {"from_recipe": "muse_scipost"}})
     recipe = Recipe(name="muse_comb", inputs=("PIXTABLE_REDUCED",), calibs=(), outputs=("DATACUBE_FINAL",),
-                    params=(), run=_run, target="dataset")
+                    params=(), run=_run, group="dataset", command="exp-combine")
     pix = [product("PIXTABLE_REDUCED", n, name=f"{n}T23:00:00.000", recipe="muse_scipost",
                    OBJECT="IC4406") for n in ("2017-06-16", "2017-06-17")]
     flagged = raw_frame(path="/raw/x.fits", name="2017-06-17T23:00:00.000", night="2017-06-17", DPR_TYPE="OBJECT")
@@ -482,3 +489,28 @@ def test_catalog_from_database(tmp_path):
     assert "database" in reasons["2017-06-17T02:00:00.000"]
     assert catalog.raws[0].columns["extra"] == {"OBS_OBSERVER": "bob"}
     db.dispose()
+
+
+def test_a_static_calibration_is_never_taken_from_a_product(tmp_path):
+    """muse_scipost writes the SKY_LINES it fitted; the next exposure must get the static
+    line list, not that product (it was taken first when every tag searched `reduced`)."""
+    static = tmp_path / "calib"
+    static.mkdir()
+    line_list = write_static(static / "sky_lines.fits", "SKY_LINES")
+    fitted = product("SKY_LINES", NIGHT, name="2017-06-17T00:00:00.000", recipe="muse_scipost")
+    st = settings(tmp_path, muse_calib_path=str(static))
+    result = associate_one(tmp_path, exposure_recipe(calibs.SKY_LINES), [obj()], [fitted], st)
+    assert result.frames["SKY_LINES"] == [line_list]
+    assert not any("reduced" in line for line in result.log["SKY_LINES"])
+
+
+def test_no_recipe_is_fed_its_own_earlier_product(tmp_path):
+    """A --force re-run of a recipe that writes one of its own calibration tags must not
+    take its earlier product (here: a recipe named muse_x that writes and reads TWILIGHT_CUBE)."""
+    recipe = Recipe(name="muse_x", inputs=("OBJECT",), calibs=(calibs.TWILIGHT_CUBE,), outputs=("TWILIGHT_CUBE",),
+                    params=(), run=lambda *a: [], group="exposure")
+    own = product("TWILIGHT_CUBE", NIGHT, recipe="muse_x")
+    other = product("TWILIGHT_CUBE", "2017-06-17", recipe="muse_twilight")
+    result = associate_one(tmp_path, recipe, [obj()], [own, other])
+    assert result.frames["TWILIGHT_CUBE"] == [other.path]
+    assert any("a product of this recipe (never its own input)" in line for line in result.log["TWILIGHT_CUBE"])

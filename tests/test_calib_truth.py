@@ -10,9 +10,9 @@ from astropy.io import fits
 from musered.simulate.detector import bias_structure
 from musered.simulate.run import simulate
 from musered.simulate.truth import load_truth
-from recipes.bias import RECIPE as BIAS
-from recipes.dark import RECIPE as DARK
-from recipes.instrument import detector_geometry
+from recipes.steps.bias import RECIPE as BIAS
+from recipes.steps.dark import RECIPE as DARK
+from recipes.algorithms.instrument import detector_geometry
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +25,10 @@ def mini(tmp_path_factory):
         raws[frame["kind"]].append(root / "raw" / name)
     bias_dir = root / "bias"
     bias_dir.mkdir()
-    (bias,) = BIAS.run({"BIAS": raws["BIAS"]}, BIAS.merge_params({}), bias_dir)
+    (bias,) = BIAS.run({"BIAS": raws["BIAS"]}, BIAS.validate({}), bias_dir)
     dark_dir = root / "dark"
     dark_dir.mkdir()
-    (dark,) = DARK.run({"DARK": raws["DARK"], "MASTER_BIAS": [bias.path]}, DARK.merge_params({}), dark_dir)
+    (dark,) = DARK.run({"DARK": raws["DARK"], "MASTER_BIAS": [bias.path]}, DARK.validate({}), dark_dir)
     quadrants = detector_geometry(fits.getheader(raws["BIAS"][0], "CHAN01"))
     return truth, raws, bias, dark, quadrants
 

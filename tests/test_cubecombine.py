@@ -8,8 +8,9 @@ from astropy.io import fits
 from astropy.table import Table
 
 from recipes.base import RecipeError
-from recipes.cube import CubeGrid, write_datacube
-from recipes.cubecombine import RECIPE, combine_cubes, parse_nclip
+from recipes.algorithms.cube import CubeGrid, write_datacube
+from recipes.algorithms.cubelist import combine_cubes
+from recipes.steps.mpdaf_combine import RECIPE
 from recipes.kernels.cubecombine import combine_reference, combine_slab
 
 GRID = CubeGrid(7, 6, 5, 4.0, 3.5, 150.0, 2.0, (-0.2 / 3600, 0.0, 0.0, 0.2 / 3600), 1.0, 4800.0, 1.25)
@@ -99,7 +100,7 @@ def test_recipe_products(tmp_path):
     out.mkdir()
     # with 4 values, one outlier lies at most (n-1)/sqrt(n) = 1.5 population sigmas from
     # the mean: only the MAD can reject it
-    params = RECIPE.merge_params({"nclip": "3,3", "mad": True})
+    params = RECIPE.validate({"nclip": "3,3", "mad": True})
     products = RECIPE.run({"DATACUBE_FINAL": paths}, params, out)
     tags = sorted(p.tag for p in products)
     assert tags == ["DATACUBE_FINAL", "EXPMAP_CUBE", "EXPMAP_IMAGE", "IMAGE_FOV", "STATPIX"]
@@ -120,7 +121,7 @@ def test_recipe_products(tmp_path):
 
 def test_slabs_do_not_change_the_result(tmp_path):
     paths, _ = _write_cubes(tmp_path)
-    params = RECIPE.merge_params({})
+    params = RECIPE.validate({})
     a = combine_cubes(paths, params, max_voxels=GRID.nx * GRID.ny)  # one plane per slab
     b = combine_cubes(paths, params)
     np.testing.assert_array_equal(a[1], b[1])
@@ -139,7 +140,7 @@ def test_files_read_directly_equal_astropy_conversion(tmp_path):
             hdul["STAT"].data = hdul["STAT"].data.astype(np.float64)
             converted.append(tmp_path / f"f64_{p.name}")
             hdul.writeto(converted[-1])
-    params = RECIPE.merge_params({})
+    params = RECIPE.validate({})
     fast, slow = combine_cubes(paths, params, max_voxels=3 * GRID.nx * GRID.ny), combine_cubes(converted, params)
     for a, b in zip(fast[1:6], slow[1:6]):
         np.testing.assert_array_equal(a, b)
@@ -203,11 +204,14 @@ def test_bad_inputs(tmp_path):
     other = CubeGrid(7, 6, 5, 4.0, 3.5, 150.001, 2.0, GRID.cd, 1.0, 4800.0, 1.25)
     odd = write_datacube(tmp_path / "odd.fits", fits.Header(), other, np.zeros(other.shape), np.ones(other.shape))
     with pytest.raises(RecipeError, match="odd.fits: WCS differs"):
-        RECIPE.run({"DATACUBE_FINAL": [*paths, odd]}, RECIPE.merge_params({}), out)
+        RECIPE.run({"DATACUBE_FINAL": [*paths, odd]}, RECIPE.validate({}), out)
     with pytest.raises(RecipeError, match="at least 2"):
-        RECIPE.run({"DATACUBE_FINAL": paths[:1]}, RECIPE.merge_params({}), out)
-    with pytest.raises(RecipeError, match="nclip"):
-        parse_nclip("a,b")
+        RECIPE.run({"DATACUBE_FINAL": paths[:1]}, RECIPE.validate({}), out)
+    with pytest.raises(ValueError, match="nclip must be a number"):
+        RECIPE.validate({"nclip": "a,b"})
+    with pytest.raises(ValueError, match="nclip must be one positive number or 'low,high'"):
+        RECIPE.validate({"nclip": "3,4,5"})
+    assert RECIPE.validate({"nclip": "3,4"})["nclip"] == (3.0, 4.0)
     assert list(out.iterdir()) == []
 
 
@@ -216,7 +220,7 @@ def test_equals_mpdaf(tmp_path):
     paths, _ = _write_cubes(tmp_path, n=5)
     out = tmp_path / "out"
     out.mkdir()
-    params = RECIPE.merge_params({"nclip": "3.0", "nmax": 2, "nstop": 2})
+    params = RECIPE.validate({"nclip": "3.0", "nmax": 2, "nstop": 2})
     RECIPE.run({"DATACUBE_FINAL": paths}, params, out)
     cube, expmap, statpix = mpdaf_obj.CubeList([str(p) for p in paths]).combine(nmax=2, nclip=3.0, nstop=2)
     with fits.open(out / "DATACUBE_FINAL.fits") as hdul:

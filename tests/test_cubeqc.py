@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from recipes.cube import CubeGrid
-from recipes.cubeqc import detect_apertures, fit_source, fwhm_qc
+from recipes.algorithms.cube import CubeGrid
+from recipes.algorithms.cubeqc import detect_apertures, fit_source, fwhm_qc
 from recipes.provenance import add_qc
-from recipes.sourcedetect import FWHM_TO_SIGMA
+from recipes.algorithms.sourcedetect import FWHM_TO_SIGMA
 
 SPAXEL = 0.2  # arcsec
 NZ, NY, NX = 5, 120, 140

@@ -6,8 +6,8 @@ from astropy.io import fits
 from calib_helpers import SMALL, ext_header, make_raw_image, primary_header, smooth_structure, write_raw
 
 from recipes.base import RecipeError
-from recipes.bias import RECIPE as BIAS
-from recipes.dark import RECIPE
+from recipes.steps.bias import RECIPE as BIAS
+from recipes.steps.dark import RECIPE
 from recipes.registry import get_recipe
 
 DC = 20.0  # injected dark current, e-/pix/h
@@ -26,7 +26,7 @@ def dark_set(tmp_path_factory):
         biases.append(write_raw(tmp / f"MUSE.bias{k}.fits", primary_header(index=k), {1: (image, header)}))
     bias_dir = tmp / "bias"
     bias_dir.mkdir()
-    (master_bias,) = BIAS.run({"BIAS": biases}, BIAS.merge_params({}), bias_dir)
+    (master_bias,) = BIAS.run({"BIAS": biases}, BIAS.validate({}), bias_dir)
     hot_rate = np.zeros(SMALL.trimmed_shape)
     hot_idx = rng.choice(hot_rate.size, 60, replace=False)
     hot_rate.flat[hot_idx] = rng.uniform(100.0, 2000.0, hot_idx.size)  # e-/pix/h, all >= 10 sigma
@@ -42,7 +42,7 @@ def dark_set(tmp_path_factory):
 def _run(tmp, frames, **params):
     out = tmp / f"out{len(list(tmp.glob('out*')))}"
     out.mkdir()
-    (product,) = RECIPE.run(frames, RECIPE.merge_params(params), out)
+    (product,) = RECIPE.run(frames, RECIPE.validate(params), out)
     return product
 
 
@@ -87,8 +87,8 @@ def test_bad_input(dark_set):
     tmp, bias, darks, _ = dark_set
     with pytest.raises(RecipeError, match="needs a MASTER_BIAS"):
         _run(tmp, {"DARK": darks})
-    with pytest.raises(RecipeError, match="model=true"):
-        _run(tmp, {"DARK": darks, "MASTER_BIAS": [bias]}, model=True)
+    with pytest.raises(ValueError, match="model=true"):
+        RECIPE.validate({"model": True})
     with pytest.raises(RecipeError, match="made with overscan=vpoly"):
         _run(tmp, {"DARK": darks, "MASTER_BIAS": [bias]}, overscan="offset")
     with pytest.raises(RecipeError, match="at least 3 DARK frames"):

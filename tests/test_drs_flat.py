@@ -21,7 +21,7 @@ from musered.simulate.plan import Target, night_plan
 from musered.simulate.profiles import FULL
 from musered.simulate.run import write_frame
 from musered.simulate.statics import badpix_table
-from recipes.instrument import polyval_y
+from recipes.algorithms.instrument import polyval_y
 
 pytestmark = [
     pytest.mark.drs,

@@ -23,10 +23,13 @@ from astropy.table import Table
 from click.testing import CliRunner
 
 from recipes.base import RecipeError
-from recipes.cube import CubeGrid, Filter, white_filter, write_image_fov
-from recipes.exp_align import RECIPE, align_images, compute_offsets, mosaic, parse_rsearch, read_fov, select_fovs
-from recipes.imagealign import RECIPE as IMAGE_RECIPE
-from recipes.sourcedetect import background, detect_sources
+from recipes.algorithms.cube import CubeGrid, Filter, white_filter, write_image_fov
+from recipes.algorithms.alignment import align_images
+from recipes.algorithms.fov import mosaic, read_fov, select_fovs
+from recipes.algorithms.offsets_fit import compute_offsets
+from recipes.steps.exp_align import DETECTION, RECIPE
+from recipes.steps.image_align import RECIPE as IMAGE_RECIPE
+from recipes.algorithms.sourcedetect import background, detect_sources
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import write_raw_fits  # noqa: E402
@@ -225,7 +228,7 @@ def test_simulated_mini_field_aligns_every_rotated_exposure(seed):
         positions.append(np.vstack([found, fake]))
         fluxes.append(np.concatenate([np.ones(seen.sum()), rng.uniform(0.2, 1.0, n_fake)]))
         injected.append(error)
-    sol = compute_offsets(positions, fluxes, parse_rsearch("30.,4.,2.,0.8"), 60, True)
+    sol = compute_offsets(positions, fluxes, RECIPE.validate({})["rsearch"], 60, True)
     assert sol.matched.all() and sol.nmatch.min() >= 2
     expected = -(np.array(injected) - injected[0])
     assert np.abs(np.column_stack([sol.xi, sol.eta]) - expected).max() < 0.05
@@ -235,7 +238,7 @@ def test_round_trip_recovers_injected_pointing_errors(field, tmp_path):
     paths, cat = field
     out = tmp_path / "out"
     out.mkdir()
-    products = RECIPE.run({"IMAGE_FOV": paths}, RECIPE.merge_params({}), out)
+    products = RECIPE.run({"IMAGE_FOV": paths}, RECIPE.validate({}), out)
     assert {p.tag for p in products} == {"OFFSET_LIST", "SOURCE_LIST", "PREVIEW_FOV"}
     found = offsets_arcsec(out / "OFFSET_LIST.fits")
     expected = np.array(ERRORS) - np.array(ERRORS[0])
@@ -273,7 +276,9 @@ def test_round_trip_recovers_injected_pointing_errors(field, tmp_path):
 def test_preview_is_a_mosaic_of_the_corrected_images(field, tmp_path):
     paths, cat = field
     images = select_fovs(paths, "white")
-    result = align_images(images, RECIPE.merge_params({}))
+    params = RECIPE.validate({})
+    result = align_images(images, params["rsearch"], params["nbins"], params["weight"],
+                          **{key: params[key] for key in DETECTION})
     from astropy.wcs import WCS
 
     preview, expmap, header = mosaic(images, result.ra_offset, result.dec_offset)
@@ -292,43 +297,47 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     cat = catalogue(rng)
     one = write_exposure(tmp_path / "a.fits", 0, cat, rng)
     with pytest.raises(RecipeError, match="at least 2 IMAGE_FOV"):
-        RECIPE.run({"IMAGE_FOV": [one]}, RECIPE.merge_params({}), tmp_path)
+        RECIPE.run({"IMAGE_FOV": [one]}, RECIPE.validate({}), tmp_path)
     twin = write_exposure(tmp_path / "b.fits", 0, cat, rng)
     with pytest.raises(RecipeError, match="same MJD-OBS"):
-        RECIPE.run({"IMAGE_FOV": [one, twin]}, RECIPE.merge_params({}), tmp_path)
+        RECIPE.run({"IMAGE_FOV": [one, twin]}, RECIPE.validate({}), tmp_path)
     blank = []
     for i in range(2):
         path = write_exposure(tmp_path / f"blank{i}.fits", i, ([], [], []), rng, noise=0.0)
         blank.append(path)
     with pytest.raises(RecipeError, match=r"blank0.fits: no threshold gives 5\.\.80"):
-        RECIPE.run({"IMAGE_FOV": blank}, RECIPE.merge_params({"iterations": 50}), tmp_path)
+        RECIPE.run({"IMAGE_FOV": blank}, RECIPE.validate({"iterations": 50}), tmp_path)
     other = write_exposure(tmp_path / "c.fits", 1, cat, rng, filter_name="Johnson_V")
     with pytest.raises(RecipeError, match="at least 2 IMAGE_FOV of filter 'white'"):
-        RECIPE.run({"IMAGE_FOV": [one, other]}, RECIPE.merge_params({}), tmp_path)
+        RECIPE.run({"IMAGE_FOV": [one, other]}, RECIPE.validate({}), tmp_path)
     (tmp_path / "broken.fits").write_text("not fits")
     with pytest.raises(RecipeError, match="broken.fits: cannot read IMAGE_FOV"):
-        RECIPE.run({"IMAGE_FOV": [one, tmp_path / "broken.fits"]}, RECIPE.merge_params({}), tmp_path)
-    with pytest.raises(RecipeError, match="rsearch"):
-        parse_rsearch("a,b")
-    with pytest.raises(RecipeError, match="rsearch"):
-        parse_rsearch("30,-1")
+        RECIPE.run({"IMAGE_FOV": [one, tmp_path / "broken.fits"]}, RECIPE.validate({}), tmp_path)
+    with pytest.raises(ValueError, match="rsearch must be a number"):
+        RECIPE.validate({"rsearch": "a,b"})
+    with pytest.raises(ValueError, match="rsearch must list positive radii"):
+        RECIPE.validate({"rsearch": "30,-1"})
+    with pytest.raises(ValueError, match="filter names the one IMAGE_FOV filter"):
+        RECIPE.validate({"filter": "white,Johnson_V"})
+    with pytest.raises(ValueError, match="override_detection"):
+        RECIPE.validate({"override_detection": True})
 
 
 def test_declaration_matches_the_drs():
     defaults = RECIPE.defaults()
-    assert defaults["rsearch"] == "30.,4.,2.,0.8" and defaults["nbins"] == 60 and defaults["weight"] is True
+    assert defaults["rsearch"] == (30.0, 4.0, 2.0, 0.8) and defaults["nbins"] == 60 and defaults["weight"] is True
     assert (defaults["fwhm"], defaults["threshold"], defaults["bkgignore"], defaults["bkgfraction"]) == \
         (5.0, 15.0, 0.05, 0.1)
     assert (defaults["step"], defaults["iterations"], defaults["srcmin"], defaults["srcmax"]) == (0.5, 100000, 5, 80)
     assert (defaults["roundmin"], defaults["roundmax"], defaults["sharpmin"], defaults["sharpmax"]) == \
         (-1.0, 1.0, 0.2, 1.0)
     assert defaults["bpixdistance"] == 5.0 and defaults["expmap"] is False
-    assert RECIPE.target == "dataset" and RECIPE.inputs == ("IMAGE_FOV",)
+    assert RECIPE.group == "dataset" and RECIPE.inputs == ("IMAGE_FOV",)
 
 
 def test_expmap_product(field, tmp_path):
     paths, _ = field
-    products = RECIPE.run({"IMAGE_FOV": paths[:2]}, RECIPE.merge_params({"expmap": True}), tmp_path)
+    products = RECIPE.run({"IMAGE_FOV": paths[:2]}, RECIPE.validate({"expmap": True}), tmp_path)
     expmap = next(p for p in products if p.tag == "EXPOSURE_MAP")
     head = fits.getheader(expmap.path)
     assert head["ESO QC EXPALIGN EXPTIME MAX"] == 1200.0
@@ -359,7 +368,7 @@ def test_image_method_recovers_offsets_and_flux_scales(tmp_path):
                             rotation=ROTATIONS[i], n=100, scale=scales[i], noise=0.2) for i in range(3)]
     out = tmp_path / "out"
     out.mkdir()
-    products = IMAGE_RECIPE.run({"IMAGE_FOV": paths, "REFERENCE_IMAGE": [ref]}, IMAGE_RECIPE.merge_params({}), out)
+    products = IMAGE_RECIPE.run({"IMAGE_FOV": paths, "REFERENCE_IMAGE": [ref]}, IMAGE_RECIPE.validate({}), out)
     found = offsets_arcsec(products[0].path)
     assert np.max(np.hypot(*(found - np.array(errors)).T)) < 0.05       # absolute offsets
     fitted = np.array([products[0].qc[f"SCALE{k}"] for k in (1, 2, 3)])
@@ -367,7 +376,7 @@ def test_image_method_recovers_offsets_and_flux_scales(tmp_path):
     flux_scale = np.asarray(Table.read(products[0].path)["FLUX_SCALE"])
     np.testing.assert_allclose(flux_scale * np.array(scales), np.median(scales), rtol=0.03)
     with pytest.raises(RecipeError, match="REFERENCE_IMAGE"):
-        IMAGE_RECIPE.run({"IMAGE_FOV": paths}, IMAGE_RECIPE.merge_params({}), out)
+        IMAGE_RECIPE.run({"IMAGE_FOV": paths}, IMAGE_RECIPE.validate({}), out)
 
 
 # --------------------------------------------------------------------------------------
@@ -443,8 +452,9 @@ def test_command_dry_run_runs_nothing(project):
 
 
 def test_command_stores_offsets_and_preview(project):
-    from musered.association import _named_product
-    from musered.targets import Catalog, Target
+    from musered.calibfiles import _named_product
+    from musered.catalog import Catalog
+    from musered.targets import Target
 
     settings_path, database, errors = project
     result = invoke(settings_path, "FIELD")
@@ -546,7 +556,7 @@ def test_offsets_shapes_and_sign_agree_with_the_drs(tmp_path):
         pytest.skip(f"esorex muse_exp_align did not run: {run.stdout[-300:]} {run.stderr[-300:]}")
     ours = tmp_path / "ours"
     ours.mkdir()
-    RECIPE.run({"IMAGE_FOV": paths}, RECIPE.merge_params({}), ours)
+    RECIPE.run({"IMAGE_FOV": paths}, RECIPE.validate({}), ours)
     np.testing.assert_allclose(offsets_arcsec(ours / "OFFSET_LIST.fits"), offsets_arcsec(drs / "OFFSET_LIST.fits"),
                                atol=0.02)
     np.testing.assert_allclose(offsets_arcsec(ours / "OFFSET_LIST.fits"), np.array(errors), atol=0.02)

@@ -8,9 +8,12 @@ from astropy.io import fits
 from astropy.table import Table
 
 from recipes.base import RecipeError
-from recipes.cube import CubeGrid
-from recipes.exp_combine import RECIPE, exposure_weights
-from recipes.pixtable import PixTable, celestial_to_native, make_pixtable, pack_origin, set_wcs_state
+from recipes.algorithms.cube import CubeGrid
+from recipes.algorithms.cubelist_exposures import exposure_weights
+from recipes.steps.exp_combine import RECIPE
+from recipes.algorithms.origin import pack_origin
+from recipes.algorithms.pixtable import PixTable, make_pixtable, set_wcs_state
+from recipes.algorithms.projection import celestial_to_native
 
 RA0, DEC0 = 150.0, 2.0
 COSD = np.cos(np.deg2rad(DEC0))
@@ -102,7 +105,7 @@ def tables(tmp_path_factory):
 def run(tmp_path, frames, **params):
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    products = RECIPE.run(frames, RECIPE.merge_params(params), out)
+    products = RECIPE.run(frames, RECIPE.validate(params), out)
     return out, {p.tag: p for p in products}
 
 
@@ -258,7 +261,7 @@ def test_nan_flux_scale_means_one_and_exposures_are_named_apart(tmp_path, tables
     table.write(tmp_path / "OFFSET_LIST_nan.fits")
     (tmp_path / "ref").mkdir()
     ref, _ = run(tmp_path / "ref", {"PIXTABLE_REDUCED": paths, "OFFSET_LIST": [offsets]})
-    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="recipes.exp_combine"):
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="recipes.steps.exp_combine"):
         warnings.simplefilter("error")
         out, _ = run(tmp_path, {"PIXTABLE_REDUCED": paths, "OFFSET_LIST": [tmp_path / "OFFSET_LIST_nan.fits"]})
     _, data, _, _ = read_cube(out / "DATACUBE_FINAL.fits")
@@ -272,11 +275,13 @@ def test_bad_inputs(tmp_path, tables):
     paths, _ = tables
     out = tmp_path / "o"
     out.mkdir()
-    params = RECIPE.merge_params({})
+    params = RECIPE.validate({})
     with pytest.raises(RecipeError, match="at least 2"):
         RECIPE.run({"PIXTABLE_REDUCED": paths[:1]}, params, out)
-    with pytest.raises(RecipeError, match="save must"):
-        RECIPE.run({"PIXTABLE_REDUCED": paths}, RECIPE.merge_params({"save": "everything"}), out)
+    with pytest.raises(ValueError, match="save must be one of cube, combined"):
+        RECIPE.validate({"save": "everything"})
+    with pytest.raises(ValueError, match="lambdamin"):
+        RECIPE.validate({"lambdamin": 9000.0, "lambdamax": 5000.0})
     bad = tmp_path / "OFFSET_LIST.fits"
     Table({"X": [1.0]}).write(bad)
     with pytest.raises(RecipeError, match="OFFSET_LIST.fits: OFFSET_LIST needs"):
@@ -310,7 +315,7 @@ def project(tmp_path):
     from musered.db import Database
     from musered.db.models import Reduced
     from musered.settings import load_settings
-    from recipes.cube import write_datacube
+    from recipes.algorithms.cube import write_datacube
 
     offsets = offset_list(tmp_path / "OFFSET_LIST_new.fits")
     data = {"workdir": str(tmp_path), "datasets": {"FIELD": {"OBJECT": "FIELD"}},

@@ -16,7 +16,7 @@ from musered.db import Flag
 from musered.errors import MuseredError
 from musered.ingest import update_db
 from musered.settings import settings_from_dict
-from musered.targets import Catalog
+from musered.catalog import Catalog
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import write_raw_fits  # noqa: E402

@@ -1,4 +1,4 @@
-"""Slice tracing (recipes.tracing) on synthetic flats with known edges, and muse_flat."""
+"""Slice tracing (recipes.algorithms.tracing) on synthetic flats with known edges, and muse_flat."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from scipy.special import erf
 
 from recipes.base import RecipeError
-from recipes.tracing import clipped_polyfit, horizontal_cuts, locate_slices, scaled_to_raw, slice_mask, trace_image
+from recipes.algorithms.tracing import clipped_polyfit, horizontal_cuts, locate_slices, scaled_to_raw, slice_mask, trace_image
 
 NX = 4096
 
@@ -171,7 +171,7 @@ def simulated_calibrations(tmp_path_factory) -> tuple[Path, Path]:
     Returns (simulation folder, MASTER_BIAS path).
     """
     from musered.simulate.run import simulate
-    from recipes import bias
+    from recipes.steps import bias
 
     base = tmp_path_factory.getbasetemp() / "spectral-mini"
     if not (base / "truth" / "truth.json").exists():
@@ -179,7 +179,7 @@ def simulated_calibrations(tmp_path_factory) -> tuple[Path, Path]:
     master_bias = base / "bias" / "MASTER_BIAS.fits"
     if not master_bias.exists():
         (base / "bias").mkdir(exist_ok=True)
-        bias.RECIPE.run({"BIAS": raw_of(base, "BIAS")}, bias.RECIPE.merge_params(), base / "bias")
+        bias.RECIPE.run({"BIAS": raw_of(base, "BIAS")}, bias.RECIPE.validate(), base / "bias")
     return base, master_bias
 
 
@@ -191,7 +191,7 @@ def raw_of(base: Path, dpr_type: str) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def flat_run(tmp_path_factory):
-    from recipes.flat import RECIPE
+    from recipes.steps.flat import RECIPE
 
     base, master_bias = simulated_calibrations(tmp_path_factory)
     out = tmp_path_factory.mktemp("flat")
@@ -200,7 +200,7 @@ def flat_run(tmp_path_factory):
         "MASTER_BIAS": [master_bias],
         "BADPIX_TABLE": [base / "muse-calib" / "badpix_table.fits"],
     }
-    products = RECIPE.run(frames, RECIPE.merge_params({"samples": True}), out)
+    products = RECIPE.run(frames, RECIPE.validate({"samples": True}), out)
     return base, frames, products
 
 
@@ -224,7 +224,7 @@ def test_flat_recipe_declaration_follows_the_drs() -> None:
 
 def test_trace_table_matches_simulated_truth(flat_run) -> None:
     from musered.simulate.truth import load_truth
-    from recipes.instrument import polyval_y
+    from recipes.algorithms.instrument import polyval_y
     from recipes.io import read_table_product
 
     base, _, products = flat_run
@@ -258,7 +258,7 @@ def test_master_flat_recovers_the_pixel_qe(flat_run) -> None:
     from scipy.ndimage import median_filter
 
     from musered.simulate.truth import load_truth
-    from recipes.flat import trace_from_table
+    from recipes.algorithms.calibtables import trace_from_table
     from recipes.io import read_image_product, read_primary_header, read_table_product
 
     base, frames, products = flat_run
@@ -287,20 +287,20 @@ def test_master_flat_recovers_the_pixel_qe(flat_run) -> None:
 
 
 def test_flat_bad_input_is_a_one_line_error(flat_run, tmp_path) -> None:
-    from recipes.flat import RECIPE
+    from recipes.steps.flat import RECIPE
 
     _, frames, _ = flat_run
     with pytest.raises(RecipeError, match="at least 3 FLAT frames, got 2"):
-        RECIPE.run({**frames, "FLAT": frames["FLAT"][:2]}, RECIPE.merge_params(), tmp_path)
+        RECIPE.run({**frames, "FLAT": frames["FLAT"][:2]}, RECIPE.validate(), tmp_path)
     with pytest.raises(RecipeError, match="needs a MASTER_BIAS"):
-        RECIPE.run({"FLAT": frames["FLAT"]}, RECIPE.merge_params(), tmp_path)
+        RECIPE.run({"FLAT": frames["FLAT"]}, RECIPE.validate(), tmp_path)
     assert not list(tmp_path.iterdir())
 
 
 def test_trace_table_reads_merged_and_drs_single_ifu_layouts(flat_run, tmp_path) -> None:
     from astropy.io import fits
 
-    from recipes.flat import read_trace, trace_table
+    from recipes.algorithms.calibtables import read_trace, trace_table
 
     _, _, products = flat_run
     merged = read_trace(products[1].path, 1)

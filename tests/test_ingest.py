@@ -21,11 +21,12 @@ import musered.nights
 from musered.cli import cli
 from musered.db import Database, Raw
 from musered.errors import MuseredError
-from musered.fitsheader import HeaderError, parse_header_cards, read_primary_header
+from musered.fitsheader import read_primary_values
 from musered.ingest import update_db
 from musered.rawrows import keyword_column
 from musered.nights import exposure_name, format_timestamp, night_of, parse_date_obs
 from musered.settings import settings_from_dict
+from recipes.io.fitsblocks import HeaderError, parse_cards
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import write_raw_fits  # noqa: E402
@@ -104,7 +105,7 @@ def test_reader_agrees_with_astropy(tmp_path):
         tmp_path / "MUSE.2017-06-16T01:34:56.867.fits",
         header={"ESO OBS COMMENT": "it's a long comment " * 10, "HIERARCH ESO QC X": 1.5e-12},
     )
-    ours = read_primary_header(path)
+    ours = read_primary_values(path)
     theirs = fits.getheader(path)
     keys = [k for k in theirs if k not in ("COMMENT", "HISTORY", "")]
     assert len(ours) == len(keys) > 200
@@ -133,7 +134,7 @@ def test_reader_value_types():
         "STR     = 'second'             / duplicates keep the first",
     ]
     raw = "".join(card.ljust(80) for card in cards).encode()
-    header = parse_header_cards(raw)
+    header = parse_cards(raw)
     assert header["STR"] == "O'Brien"
     assert header["SLASH"] == "a/b"
     assert header["FLT"] == 1250.0
@@ -149,7 +150,7 @@ def test_reader_value_types():
 @pytest.mark.parametrize("suffix", [".fits", ".fits.fz", ".fits.gz"])
 def test_reader_suffixes(tmp_path, suffix):
     path = write_raw_fits(tmp_path / f"MUSE.2017-06-16T01:34:56.867{suffix}", kind="BIAS", data=suffix != ".fits.fz")
-    header = read_primary_header(path)
+    header = read_primary_values(path)
     assert header["ESO DPR TYPE"] == "BIAS"
     assert header["DATE-OBS"] == "2017-06-16T01:34:56.867"
 
@@ -169,11 +170,11 @@ def test_reader_errors(tmp_path):
         path = tmp_path / name
         path.write_bytes(content)
         with pytest.raises(HeaderError, match=reason):
-            read_primary_header(path)
+            read_primary_values(path)
     cut_gz = tmp_path / "cut.fits.gz"
     cut_gz.write_bytes(gzip.compress(good.read_bytes()[:3000]))
     with pytest.raises(HeaderError, match="truncated header"):
-        read_primary_header(cut_gz)
+        read_primary_values(cut_gz)
 
 
 # --------------------------------------------------------------------------------------
@@ -498,12 +499,12 @@ def test_a_row_the_database_rejects_does_not_lose_the_batch(settings, database, 
 
 def test_make_raw_fits_helper(tmp_path, make_raw_fits):
     """The shared fixture: kind follows DPR_TYPE; ESO keywords by underscore names."""
-    flat = read_primary_header(make_raw_fits(tmp_path / "a.fits", DPR_TYPE="FLAT,LAMP", TEL_AIRM_START=1.5))
+    flat = read_primary_values(make_raw_fits(tmp_path / "a.fits", DPR_TYPE="FLAT,LAMP", TEL_AIRM_START=1.5))
     assert (flat["ESO DPR CATG"], flat["ESO TPL ID"], flat["ESO TEL AIRM START"]) == (
         "CALIB", "MUSE_wfm_cal_specflat", 1.5)
-    lsf = read_primary_header(make_raw_fits(tmp_path / "b.fits", DPR_TYPE="WAVE,LSF"))
+    lsf = read_primary_values(make_raw_fits(tmp_path / "b.fits", DPR_TYPE="WAVE,LSF"))
     assert (lsf["ESO DPR CATG"], lsf["OBJECT"]) == ("CALIB", "WAVE,LSF")
-    sci = read_primary_header(make_raw_fits(tmp_path / "MUSE.2017-06-18T03:04:05.678.fits"))
+    sci = read_primary_values(make_raw_fits(tmp_path / "MUSE.2017-06-18T03:04:05.678.fits"))
     assert (sci["ESO DPR TYPE"], sci["DATE-OBS"]) == ("OBJECT", "2017-06-18T03:04:05.678")
     assert sci["MJD-OBS"] == pytest.approx(57922.127843, abs=1e-6)
 

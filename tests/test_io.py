@@ -150,7 +150,8 @@ def test_write_ifu_images_streams_ifus_and_collects_qc(raw_file, tmp_path):
         assert hdul["CHAN07.DATA"].data[0, 0] == 7.0
 
 
-def test_write_ifu_images_leaves_nothing_on_error(raw_file, tmp_path):
+def test_write_ifu_images_passes_build_errors_on(raw_file, tmp_path):
+    # the partial file is the runner's to discard (it gave the recipe a staging folder)
     raw, _ = raw_file
 
     def build(ifu):
@@ -162,7 +163,6 @@ def test_write_ifu_images_leaves_nothing_on_error(raw_file, tmp_path):
     path = tmp_path / "MASTER_BIAS.fits"
     with pytest.raises(RecipeError, match="CHAN07"):
         write_ifu_images(path, primary_header(), [3, 7], [raw], build, "adu", "(adu)**2")
-    assert not path.exists()
 
 
 def test_fit_comments_shortens_only_what_does_not_fit(tmp_path):
@@ -288,3 +288,23 @@ def test_prefetch_of_a_product_ifu_is_harmless(tmp_path):
     prefetch_raw_ifu(path, 2)
     prefetch_raw_ifu(path, 5)  # no such IFU: ignored
     np.testing.assert_array_equal(read_image_product(path, 2).data, image.data)
+
+
+def test_primary_header_is_read_by_the_block_reader(raw_file, tmp_path):
+    """recipes.io.read_primary_header (astropy Header, comments kept) and the ingest's typed
+    values come from the same header bytes (recipes.io.fitsblocks)."""
+    from recipes.io import read_primary_header
+    from recipes.io.fitsblocks import parse_cards, read_primary_bytes
+
+    from musered.fitsheader import read_primary_values
+
+    path, _ = raw_file
+    header = read_primary_header(path)
+    assert [c.image for c in header.cards] == [c.image for c in fits.getheader(path).cards]
+    raw, length = read_primary_bytes(path)
+    assert length % 2880 == 0 and parse_cards(raw) == read_primary_values(path)
+    assert {k: header[k] for k in read_primary_values(path)} == read_primary_values(path)
+    junk = tmp_path / "junk.fits"
+    junk.write_text("<html>not fits</html>")
+    with pytest.raises(RecipeError, match=r"junk.fits: cannot read primary header \(not a FITS file"):
+        read_primary_header(junk)

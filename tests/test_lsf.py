@@ -1,4 +1,5 @@
-"""muse_lsf (recipes.lsf, recipes.lsfmodel, recipes.kernels.lsf): the LSF from arc frames.
+"""muse_lsf (recipes.steps.lsf, recipes.algorithms.lsffit and lsfmodel, recipes.kernels.lsf): the LSF
+from arc frames.
 
 * the regression kernel against its numpy twin;
 * the algorithm on a synthetic arc image with a known Gaussian LSF and known λ(x, y);
@@ -9,7 +10,7 @@
 
 The simulator integrates a Gaussian LSF over each pixel, and so does a real CCD: the
 measured profile is the Gaussian convolved with the pixel width in λ (module doc of
-recipes.lsfmodel), so the expected FWHM is that of Gaussian ⊗ box.
+recipes.algorithms.lsfmodel), so the expected FWHM is that of Gaussian ⊗ box.
 """
 
 from __future__ import annotations
@@ -23,20 +24,18 @@ from scipy.special import ndtr
 from recipes.base import RecipeError
 from recipes.io import CcdImage, ProductWriter
 from recipes.kernels.lsf import local_profile_fit, local_profile_fit_reference
-from recipes.lsfmodel import (
-    LineSamples,
-    box_gauss_fwhm,
-    gaussian_fwhm,
+from recipes.algorithms.linecatalog import LineCatalog
+from recipes.algorithms.lsffit import LineSamples, collect_slice_samples, fit_slice_profile, select_lines
+from recipes.algorithms.lsfmodel import (
     ProfileGrid,
-    collect_slice_samples,
+    box_gauss_fwhm,
     evaluate_lsf,
-    fit_slice_profile,
+    gaussian_fwhm,
     profile_fwhm,
     read_lsf_profile,
-    select_lines,
 )
-from recipes.tracing import Trace
-from recipes.wavesolution import LineCatalog, evaluate_2d
+from recipes.algorithms.tracing import Trace
+from recipes.algorithms.wavesolution import evaluate_2d
 
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
@@ -265,12 +264,12 @@ def mini(tmp_path_factory):
 
 
 def test_mini_profile_against_truth(mini):
-    from recipes import lsf
+    from recipes.steps import lsf
 
     root, frames, slices = mini
     outdir = root / "out"
     outdir.mkdir()
-    params = lsf.RECIPE.merge_params()
+    params = lsf.RECIPE.validate()
     (product,) = lsf.RECIPE.run(frames, params, outdir)
     assert product.tag == "LSF_PROFILE" and product.ifus == (1,)
     with fits.open(product.path) as hdul:
@@ -315,7 +314,7 @@ def test_evaluate_lsf_interpolates_the_cube(tmp_path):
     # profile value = a + b·λ + c·Δλ: bilinear interpolation reproduces it exactly
     cube[:] = (1.0 + 1e-3 * (grid.lam[:, None] - 6000.0) + 0.01 * grid.dlam[None, :])[None]
     cube[4] *= 2.0
-    from recipes.lsfmodel import cube_hdu
+    from recipes.algorithms.lsfmodel import cube_hdu
 
     fits.HDUList([fits.PrimaryHDU(), cube_hdu(3, cube, grid)]).writeto(tmp_path / "LSF.fits")
     profile = read_lsf_profile(tmp_path / "LSF.fits")
@@ -357,15 +356,22 @@ def _catalog_file(path, lam, ions, quality, version=3):
 
 
 def _run_expecting(mini, tmp_path, message, **overrides):
-    from recipes import lsf
+    from recipes.steps import lsf
 
     _, frames, _ = mini
     frames = {**frames, **{k: v for k, v in overrides.items() if k.isupper()}}
-    params = lsf.RECIPE.merge_params({k: v for k, v in overrides.items() if not k.isupper()})
+    params = lsf.RECIPE.validate({k: v for k, v in overrides.items() if not k.isupper()})
     with pytest.raises(RecipeError, match=message) as info:
         lsf.RECIPE.run(frames, params, tmp_path)
     assert "\n" not in str(info.value)
-    assert not (tmp_path / "LSF_PROFILE.fits").exists()
+
+
+def _refused_at_validation(message, **params):
+    from recipes.steps import lsf
+
+    with pytest.raises(ValueError, match=message) as info:
+        lsf.RECIPE.validate(params)
+    assert "\n" not in str(info.value)
 
 
 def test_empty_catalogue_fails_at_once(mini, tmp_path):
@@ -390,8 +396,9 @@ def test_wrong_catalogue_version_fails(mini, tmp_path):
 
 def test_missing_calibration_and_unsupported_options(mini, tmp_path):
     _run_expecting(mini, tmp_path, "needs a WAVECAL_TABLE", WAVECAL_TABLE=[])
-    _run_expecting(mini, tmp_path, "hermit is not implemented", method="hermit")
-    _run_expecting(mini, tmp_path, "save_subtracted", save_subtracted=True)
+    _refused_at_validation("hermit is not implemented", method="hermit")
+    _refused_at_validation("save_subtracted", save_subtracted=True)
+    _refused_at_validation("lsf_regression_window .* must be smaller than lsf_range", lsf_regression_window=8.0)
 
 
 def test_unknown_lamp_fails(mini, tmp_path):

@@ -14,10 +14,12 @@ from astropy.wcs import WCS
 from test_resample import DEC0, RA0, SPAXEL_DEG, synthetic_pixtable
 
 from recipes.base import RecipeError
-from recipes.cube import CubeGrid, grid_from_pixtable, tan_deproject
-from recipes.kernels.resample import POS_POSITIONED, spatial_coords
-from recipes.make_cube import RECIPE, run
-from recipes.pixtable import WCS_PIXEL, WCS_PROJECTED
+from recipes.algorithms.cube import CubeGrid
+from recipes.algorithms.projection import tan_deproject
+from recipes.algorithms.resampling import grid_from_pixtable
+from recipes.kernels.skycoords import POS_POSITIONED, spatial_coords
+from recipes.steps.make_cube import RECIPE, run
+from recipes.algorithms.pixtable import WCS_PIXEL, WCS_PROJECTED
 
 
 def _flat(ra, dec, lam):
@@ -36,7 +38,7 @@ def _point_source(ra_s, dec_s, sigma=0.8, flux=2000.0):
 def _run(tmp_path, frames, **params):
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)
-    return run(frames, RECIPE.merge_params(params), out)
+    return run(frames, RECIPE.validate(params), out)
 
 
 def test_wcs_round_trip_and_agreement_with_astropy():
@@ -228,13 +230,19 @@ def test_offset_list_shifts_the_exposure(tmp_path):
     [
         ({"lambdamin": 7000.0, "lambdamax": 6000.0}, "lambdamin"),
         ({"pixfrac": "0.8,0.8,0.8,0.8"}, "pixfrac"),
-        ({"lambdamin": 9000.0, "lambdamax": 9500.0}, "no pixel-table rows"),
+        ({"pixfrac": "0.8,0"}, "pixfrac"),
     ],
 )
-def test_bad_parameters_give_one_line_errors(tmp_path, params, match):
+def test_bad_parameters_are_refused_at_validation(params, match):
+    with pytest.raises(ValueError, match=match) as info:
+        RECIPE.validate(params)
+    assert "\n" not in str(info.value)
+
+
+def test_no_rows_in_the_wavelength_range_is_a_one_line_error(tmp_path):
     path = synthetic_pixtable(_flat, nx=4, ny=4, nlam=4, seed=10).write(tmp_path / "pt.fits")
-    with pytest.raises(RecipeError, match=match) as info:
-        _run(tmp_path, {"PIXTABLE_REDUCED": [path]}, **params)
+    with pytest.raises(RecipeError, match="no pixel-table rows") as info:
+        _run(tmp_path, {"PIXTABLE_REDUCED": [path]}, lambdamin=9000.0, lambdamax=9500.0)
     assert "\n" not in str(info.value)
 
 
@@ -242,13 +250,13 @@ def test_parameter_declaration_matches_the_drs():
     defaults = RECIPE.defaults()
     assert defaults == {
         "lambdamin": 4000.0, "lambdamax": 10000.0, "resample": "drizzle", "dx": 0.0, "dy": 0.0, "dlambda": 0.0,
-        "crtype": "median", "crsigma": 15.0, "rc": 1.25, "pixfrac": "0.8,0.8", "ld": 1, "format": "Cube",
-        "stacked": False, "filter": "white",
+        "crtype": "median", "crsigma": 15.0, "rc": 1.25, "pixfrac": (0.8, 0.8), "ld": 1, "format": "Cube",
+        "stacked": False, "filter": ("white",),
     }  # fmt: skip
     with pytest.raises(ValueError, match="resample"):
-        RECIPE.merge_params({"resample": "cubic"})
+        RECIPE.validate({"resample": "cubic"})
     with pytest.raises(ValueError, match="ld"):
-        RECIPE.merge_params({"ld": 0})
+        RECIPE.validate({"ld": 0})
 
 
 def test_mixed_instrument_modes_are_rejected(tmp_path):

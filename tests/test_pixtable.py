@@ -7,21 +7,9 @@ import pytest
 from astropy.io import fits
 
 from recipes.base import RecipeError
-from recipes.pixtable import (
-    WCS_PIXEL,
-    WCS_POSITIONED,
-    WCS_PROJECTED,
-    PixTable,
-    celestial_to_native,
-    make_pixtable,
-    native_to_celestial,
-    origin_to_ccd,
-    pack_origin,
-    pkey,
-    set_wcs_state,
-    unpack_origin,
-    xoffset_key,
-)
+from recipes.algorithms.origin import origin_to_ccd, pack_origin, unpack_origin, xoffset_key
+from recipes.algorithms.pixtable import WCS_PIXEL, WCS_POSITIONED, WCS_PROJECTED, PixTable, make_pixtable, pkey, set_wcs_state
+from recipes.algorithms.projection import celestial_to_native, native_to_celestial
 
 
 def _random_origins(rng, n):

@@ -5,7 +5,7 @@ import pytest
 from calib_helpers import GAINS, LEVELS, RONS, SMALL, ext_header, make_raw_image, primary_header, smooth_structure, write_raw
 
 from recipes.base import RecipeError
-from recipes.instrument import DetectorFormat
+from recipes.algorithms.instrument import DetectorFormat
 from recipes.io import CcdImage
 from recipes.kernels.combine import combine_reference
 from recipes.kernels.overscan import (
@@ -14,18 +14,9 @@ from recipes.kernels.overscan import (
     preprocess_rows,
     preprocess_rows_reference,
 )
-from recipes.preprocess import (
-    OverscanSpec,
-    badpix_mask,
-    check_compatible,
-    combine_frames,
-    index_maps,
-    load_raw_ccd,
-    load_raw_stack,
-    overscan_correction,
-    prepare,
-    preprocess_image,
-)
+from recipes.algorithms.overscan import OverscanSpec, overscan_correction
+from recipes.algorithms.preprocess import combine_frames, index_maps, prepare, preprocess_image
+from recipes.algorithms.rawccd import badpix_mask, check_compatible, load_raw_ccd, load_raw_stack
 
 
 def _ccd(tmp_path, fmt=SMALL, name="raw.fits", seed=0, **kwargs):
@@ -47,6 +38,19 @@ def test_overscan_spec_parsing():
             OverscanSpec.from_params({"overscan": bad})
     with pytest.raises(RecipeError, match="ovscreject"):
         OverscanSpec.from_params({"ovscreject": "avsigclip"})
+
+
+def test_recipes_refuse_a_malformed_overscan_when_validating():
+    """The CCD recipes check ``overscan`` (and ovscsigma > 0) once, in RECIPE.validate."""
+    import importlib
+
+    for name in ("bias", "dark", "flat", "wavecal", "lsf", "twilight"):
+        recipe = importlib.import_module(f"recipes.steps.{name}").RECIPE
+        with pytest.raises(ValueError, match=r"parameter overscan='vpoly:x': expected vpoly:order,frms,fchisq"):
+            recipe.validate({"overscan": "vpoly:x"})
+        with pytest.raises(ValueError, match="ovscsigma must be > 0"):
+            recipe.validate({"ovscsigma": 0})
+        assert recipe.validate({"overscan": "vpoly:10,1.01"})["overscan"] == "vpoly:10,1.01"
 
 
 def test_histogram_kernel_and_grouped_median():

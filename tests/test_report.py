@@ -255,7 +255,7 @@ def _fov(path: Path, index: int, shift: tuple[float, float]) -> Path:
     """A white-light IMAGE_FOV with six stars, its WCS pointing off by ``shift`` arcsec."""
     import datetime as dt
 
-    from recipes.cube import CubeGrid, white_filter, write_image_fov
+    from recipes.algorithms.cube import CubeGrid, white_filter, write_image_fov
 
     n, d = 80, 0.2 / 3600.0
     stars = [(20, 22, 3000.0), (55, 30, 2000.0), (35, 60, 2500.0), (62, 64, 1500.0), (15, 50, 1800.0),
@@ -274,13 +274,13 @@ def _fov(path: Path, index: int, shift: tuple[float, float]) -> Path:
 
 
 def test_alignment_run_shows_the_alignment_preview(night, tmp_path):
-    from recipes.exp_align import RECIPE
+    from recipes.steps.exp_align import RECIPE
 
     settings, database = night
     fovs = [_fov(tmp_path / f"IMAGE_FOV_{i}.fits", i, shift) for i, shift in enumerate([(0, 0), (0.6, -0.4)])]
     outdir = tmp_path / "exp_align"
     outdir.mkdir()
-    products = RECIPE.run({"IMAGE_FOV": fovs}, RECIPE.merge_params(), outdir)
+    products = RECIPE.run({"IMAGE_FOV": fovs}, RECIPE.validate(), outdir)
     frames = {"IMAGE_FOV": [{"path": str(p), "md5": None} for p in fovs]}
     run = report.Run(recipe_name="muse_exp_align", name="SIMFIELD_OFFSET_LIST_drs", night=None, output_dir=None,
                      status="ok", runtime=3.0, date_run=None, log_path=None, OBJECT="SIMFIELD",

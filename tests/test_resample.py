@@ -13,27 +13,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from recipes.cube import grid_from_pixtable, make_cube, tan_deproject
-from recipes.kernels.resample import (
-    CRTYPES,
-    METHODS,
-    POS_PROJECTED,
-    ResampleOptions,
-    plan_slabs,
-    resample_cube,
-    resample_reference,
-    spatial_coords,
-)
-from recipes.pixtable import (
-    WCS_PIXEL,
-    WCS_POSITIONED,
-    WCS_PROJECTED,
-    PixTable,
-    celestial_to_native,
-    make_pixtable,
-    pack_origin,
-    set_wcs_state,
-)
+from recipes.algorithms.projection import tan_deproject
+from recipes.algorithms.resampling import grid_from_pixtable, make_cube
+from recipes.kernels.resample import CRTYPES, METHODS, ResampleOptions, plan_slabs, resample_cube
+from recipes.kernels.resample_reference import resample_reference
+from recipes.kernels.skycoords import POS_PROJECTED, spatial_coords
+from recipes.algorithms.origin import pack_origin
+from recipes.algorithms.pixtable import WCS_PIXEL, WCS_POSITIONED, WCS_PROJECTED, PixTable, make_pixtable, set_wcs_state
+from recipes.algorithms.projection import celestial_to_native
 
 RA0, DEC0 = 150.0, 2.0
 SPAXEL_DEG = 0.2 / 3600
@@ -153,7 +140,7 @@ def test_constant_pixel_table_gives_a_constant_cube(method, state):
 
 @pytest.mark.parametrize("state", [WCS_POSITIONED, WCS_PROJECTED, WCS_PIXEL])
 def test_numba_projection_agrees_with_numpy(state):
-    from recipes.cube import _spatial_mapper
+    from recipes.algorithms.resampling import _spatial_mapper
 
     pt = synthetic_pixtable(lambda x, y, lam: 0 * lam, nx=9, ny=7, nlam=3, state=state, seed=5)
     grid = grid_from_pixtable(pt, dx=0.3 if state != WCS_PIXEL else 0.7)
@@ -249,8 +236,8 @@ def test_weight_column_scales_contributions():
 def test_projection_kernel_agrees_with_the_numpy_path(lambdaref):
     """project_to_sky: the parallel kernel (DAR interpolated on a 0.01 Å grid) against the
     plain numpy path (DAR per row), at airmass 2 where the DAR is ≈ 2″ over the range."""
-    from recipes.pixtable import make_pixtable
-    from recipes.postprocess import project_to_sky
+    from recipes.algorithms.pixtable import make_pixtable
+    from recipes.algorithms.astrometry import project_to_sky
 
     rng = np.random.default_rng(5)
     n = 50_000
@@ -276,8 +263,7 @@ def test_projected_rows_on_their_own_tangent_point_match_the_spherical_path():
     """spatial_coords undoes the gnomonic projection directly when the grid is tangent at
     the table's reference; it must agree with the numpy path through (RA, Dec) to 1e-8
     pixel over a 140″ field with a rotated, sheared CD matrix."""
-    from recipes.cube import tan_project
-    from recipes.pixtable import native_to_celestial
+    from recipes.algorithms.projection import native_to_celestial, tan_project
 
     rng = np.random.default_rng(11)
     n = 20_000

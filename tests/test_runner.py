@@ -58,7 +58,7 @@ def _use_master(frames, params, outdir):
 
 
 USE_MASTER = Recipe(name="muse_use_master", inputs=("OBJECT",), outputs=("PIXTABLE_OBJECT",),
-                    calibs=(Calib("MASTER_TEST"),), params=(), run=_use_master, target="exposure")
+                    calibs=(Calib("MASTER_TEST"),), params=(), run=_use_master, group="exposure")
 
 
 def _bad_contract(frames, params, outdir):
@@ -232,12 +232,12 @@ def test_failed_database_write_restores_the_previous_folder(env, monkeypatch):
     # the catalog is read through the real database, the install through the broken one
     import musered.runner as runner
 
-    real_install = runner._install
+    real_install = runner.install_products
 
     def install(settings_, database_, *args):
         return real_install(settings_, Broken(), *args)
 
-    monkeypatch.setattr(runner, "_install", install)
+    monkeypatch.setattr(runner, "install_products", install)
     summary = run_step(settings, database, AVERAGE, ["2017-06-16"], force=True, cli_params={"avgscale": 7},
                        progress=False, console=console)
     assert summary.results[0].status == "failed" and "disk full" in summary.results[0].reason

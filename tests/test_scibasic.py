@@ -29,7 +29,9 @@ def simulated_night(tmp_path_factory) -> tuple[Path, dict[str, list[Path]]]:
     MASTER_FLAT, TRACE_TABLE and WAVECAL_TABLE from the calibration recipes, made once per
     test session (tests/test_twilight.py uses it too). Returns (folder, calibration frames)."""
     from musered.simulate.run import simulate
-    from recipes import bias, flat, wavecal
+    from recipes.steps import bias
+    from recipes.steps import flat
+    from recipes.steps import wavecal
 
     base = tmp_path_factory.getbasetemp() / "scibasic-night"
     done = base / "calibs-done"
@@ -39,14 +41,14 @@ def simulated_night(tmp_path_factory) -> tuple[Path, dict[str, list[Path]]]:
                  ifus=1)  # fmt: skip
         for name in ("bias", "flat", "wavecal"):
             (base / name).mkdir()
-        bias.RECIPE.run({"BIAS": _raw_of(base, "BIAS")}, bias.RECIPE.merge_params(), base / "bias")
+        bias.RECIPE.run({"BIAS": _raw_of(base, "BIAS")}, bias.RECIPE.validate(), base / "bias")
         mb = base / "bias" / "MASTER_BIAS.fits"
-        flat.RECIPE.run({"FLAT": _raw_of(base, "FLAT,LAMP"), "MASTER_BIAS": [mb]}, flat.RECIPE.merge_params(),
+        flat.RECIPE.run({"FLAT": _raw_of(base, "FLAT,LAMP"), "MASTER_BIAS": [mb]}, flat.RECIPE.validate(),
                         base / "flat")  # fmt: skip
         wavecal.RECIPE.run(
             {"ARC": _raw_of(base, "WAVE"), "MASTER_BIAS": [mb], "TRACE_TABLE": [base / "flat" / "TRACE_TABLE.fits"],
              "LINE_CATALOG": [base / "muse-calib" / "line_catalog.fits"]},
-            wavecal.RECIPE.merge_params(), base / "wavecal",
+            wavecal.RECIPE.validate(), base / "wavecal",
         )  # fmt: skip
         done.touch()
     calibs = {
@@ -66,11 +68,11 @@ def night(tmp_path_factory):
 
 
 def _run(base: Path, name: str, frames: dict, **params):
-    from recipes.scibasic import RECIPE
+    from recipes.steps.scibasic import RECIPE
 
     out = base / name
     out.mkdir()
-    return RECIPE.run(frames, RECIPE.merge_params(params), out)
+    return RECIPE.run(frames, RECIPE.validate(params), out)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +83,7 @@ def object_run(night):
 
 
 def _pixtable(products, tag="PIXTABLE_OBJECT"):
-    from recipes.pixtable import PixTable
+    from recipes.algorithms.pixtable import PixTable
 
     (p,) = [p for p in products if p.tag == tag]
     return PixTable.read(p.path), p
@@ -107,10 +109,10 @@ def test_products_and_drs_layout(object_run):
 
 
 def test_origin_round_trip_reproduces_the_ccd_pixels(night, object_run):
-    from recipes.flat import trace_from_table
+    from recipes.algorithms.calibtables import trace_from_table
     from recipes.io import read_image_product, read_table_product
-    from recipes.pixtable import origin_to_ccd
-    from recipes.tracing import slice_mask
+    from recipes.algorithms.origin import origin_to_ccd
+    from recipes.algorithms.tracing import slice_mask
 
     base, calibs, _, _ = night
     pt, _ = _pixtable(object_run)
@@ -131,8 +133,8 @@ def test_origin_round_trip_reproduces_the_ccd_pixels(night, object_run):
 
 def test_positions_follow_the_geometry_and_the_true_slices(night, object_run):
     from musered.simulate.truth import load_truth
-    from recipes.pixtable import origin_to_ccd
-    from recipes.pixtable_build import read_geometry
+    from recipes.algorithms.origin import origin_to_ccd
+    from recipes.algorithms.pixtable_build import read_geometry
 
     base, calibs, _, _ = night
     truth = load_truth(base)
@@ -154,9 +156,9 @@ def test_positions_follow_the_geometry_and_the_true_slices(night, object_run):
 
 
 def test_lambda_equals_the_wavecal_polynomial(night, object_run):
-    from recipes.lsfmodel import read_wavecal_table
-    from recipes.pixtable import origin_to_ccd
-    from recipes.wavesolution import evaluate_2d
+    from recipes.algorithms.calibtables import read_wavecal_table
+    from recipes.algorithms.origin import origin_to_ccd
+    from recipes.algorithms.wavesolution import evaluate_2d
 
     base, calibs, obj, _ = night
     plain = _run(base, "noskylines", {"OBJECT": [obj], **calibs}, skylines="none", saveimage=False)
@@ -198,7 +200,7 @@ def test_injected_sky_line_offset_is_measured(night, object_run, tmp_path):
 def test_flat_fielded_lamp_exposure_is_flat(night):
     """The ILLUM lamp flat divided by the master flat: flat across slices and wavelength,
     and its scatter matches the propagated variance."""
-    from recipes.pixtable import unpack_origin
+    from recipes.algorithms.origin import unpack_origin
 
     base, calibs, _, illum = night
     products = _run(base, "lamp", {"SKY": [illum], **calibs}, skylines="none", saveimage=False)
@@ -219,7 +221,7 @@ def test_flat_fielded_lamp_exposure_is_flat(night):
 
 
 def test_illum_and_twilight_corrections(night, object_run, tmp_path):
-    from recipes.pixtable import unpack_origin
+    from recipes.algorithms.origin import unpack_origin
 
     base, calibs, obj, illum = night
     ref, _ = _pixtable(object_run)
@@ -249,11 +251,11 @@ def test_illum_and_twilight_corrections(night, object_run, tmp_path):
 
 
 def test_numba_kernel_agrees_with_numpy_reference(night, object_run):
-    from recipes.flat import trace_from_table
+    from recipes.algorithms.calibtables import trace_from_table
     from recipes.io import read_image_product, read_table_product
     from recipes.kernels.pixtable_build import build_pixels, build_pixels_reference
-    from recipes.lsfmodel import read_wavecal_table
-    from recipes.pixtable_build import read_geometry, slice_xoffsets
+    from recipes.algorithms.calibtables import read_wavecal_table
+    from recipes.algorithms.pixtable_build import read_geometry, slice_xoffsets
 
     base, calibs, _, _ = night
     red = read_image_product(object_run[1].path, 1)
@@ -300,7 +302,7 @@ def test_cosmic_ray_flagging_finds_the_injected_hits(night):
 
 
 def test_crop_ranges_by_instrument_mode():
-    from recipes.scibasic import crop_range, notch_range
+    from recipes.algorithms.scibasic_steps import crop_range, notch_range
 
     assert crop_range("WFM-NOAO-N") == (4750.0, 9350.0)
     assert crop_range("NFM-AO-N") == (4750.0, 9350.0)
@@ -344,12 +346,26 @@ def test_raw_with_wrong_geometry_is_refused(night, tmp_path):
 
 @pytest.mark.parametrize(
     "params, match",
-    [({"skylines": "5577,abc"}, "skylines"), ({"skyreject": "15"}, "skyreject"), ({"resample": True}, "resample")],
-)
-def test_bad_parameters(night, params, match):
-    base, calibs, obj, _ = night
-    with pytest.raises(RecipeError, match=match):
-        _run(base, f"bad-{match}", {"OBJECT": [obj], **calibs}, **params)
+    [({"skylines": "5577,abc"}, "skylines"), ({"skylines": "5577,-1"}, "skylines"), ({"skyreject": "15"}, "skyreject"),
+     ({"skyreject": "15,15,1.5"}, "skyreject"), ({"resample": True}, "resample")],
+)  # fmt: skip
+def test_bad_parameters(params, match):
+    """Refused when the parameters are validated, before any data is read."""
+    from recipes.steps.scibasic import RECIPE
+
+    with pytest.raises(ValueError, match=match) as err:
+        RECIPE.validate(params)
+    assert "\n" not in str(err.value)
+
+
+def test_typed_sky_line_parameters():
+    from recipes.steps.scibasic import RECIPE
+
+    defaults = RECIPE.defaults()
+    assert defaults["skylines"] == (5577.339, 6300.304) and defaults["skyreject"] == (15.0, 15.0, 1.0)
+    assert RECIPE.validate({"skylines": "none"})["skylines"] == ()
+    assert RECIPE.validate({"skylines": "NONE"})["skylines"] == ()
+    assert RECIPE.validate({"skylines": 5577.339})["skylines"] == (5577.339,)
 
 
 def _catalog_frames(base: Path, obj: Path, illum: Path, calibs: dict, with_trace: bool):
@@ -358,7 +374,7 @@ def _catalog_frames(base: Path, obj: Path, illum: Path, calibs: dict, with_trace
     import datetime as dt
 
     from musered.nights import night_of
-    from musered.targets import ProductFrame, raw_frame
+    from musered.catalog import ProductFrame, raw_frame
 
     def raw(path: Path):
         h = fits.getheader(path)
@@ -391,8 +407,9 @@ def test_association_feeds_the_recipe_and_reports_a_missing_trace_table(night):
     from musered.association import associate
     from musered.errors import MuseredError
     from musered.settings import settings_from_dict
-    from musered.targets import Catalog, discover_targets
-    from recipes.scibasic import RECIPE
+    from musered.catalog import Catalog
+    from musered.targets import discover_targets
+    from recipes.steps.scibasic import RECIPE
 
     base, calibs, obj, illum = night
     st = settings_from_dict({"workdir": str(base), "muse_calib_path": str(base / "muse-calib")}, base_dir=base)
@@ -432,7 +449,7 @@ def test_expert_combination_of_repeated_inputs(night, object_run):
 
 
 def test_sky_line_fit_finds_lines_and_ignores_noise():
-    from recipes.scibasic import fit_sky_line
+    from recipes.algorithms.skyline_shift import fit_sky_line
 
     rng = np.random.default_rng(3)
     lam = rng.uniform(6290.0, 6310.0, 200_000)
@@ -444,9 +461,9 @@ def test_sky_line_fit_finds_lines_and_ignores_noise():
 
 
 def test_twilight_division_is_the_same_in_blocks():
-    from recipes.cube import CubeGrid
-    from recipes.pixtable import make_pixtable
-    from recipes.scibasic import apply_twilight
+    from recipes.algorithms.cube import CubeGrid
+    from recipes.algorithms.pixtable import make_pixtable
+    from recipes.algorithms.illumination import apply_twilight
 
     rng = np.random.default_rng(5)
     n = 5000
@@ -489,7 +506,7 @@ def test_flat_division_kernel_agrees_with_numpy_reference():
 def test_gather_equals_a_second_table_build_and_compact_equals_mask(night, object_run):
     """The flat at the table's pixels (gather by origin) is what a second build of the
     pixel table on the flat gave; the in-place crop equals boolean selection."""
-    from recipes.flat import trace_from_table
+    from recipes.algorithms.calibtables import trace_from_table
     from recipes.io import read_image_product, read_table_product
     from recipes.kernels.pixtable_build import (
         build_pixels,
@@ -497,8 +514,8 @@ def test_gather_equals_a_second_table_build_and_compact_equals_mask(night, objec
         gather_pixels,
         gather_pixels_reference,
     )
-    from recipes.lsfmodel import read_wavecal_table
-    from recipes.pixtable_build import read_geometry, slice_xoffsets
+    from recipes.algorithms.calibtables import read_wavecal_table
+    from recipes.algorithms.pixtable_build import read_geometry, slice_xoffsets
 
     base, calibs, _, _ = night
     red = read_image_product(object_run[1].path, 1)
@@ -531,8 +548,8 @@ def test_flat_field_spectrum_unchanged_by_gather(night, object_run):
     """PIXTABLE_FLAT_FIELD equals the spectrum of a full second table build on the flat
     (the former way), cropped to the rows kept in the science table."""
     from recipes.io import read_image_product
-    from recipes.pixtable_build import build_columns, flat_field_spectrum
-    from recipes.scibasic import ifu_tables
+    from recipes.algorithms.pixtable_build import build_columns, flat_field_spectrum
+    from recipes.algorithms.pixtable_build import ifu_tables
 
     base, calibs, _, _ = night
     pt, _ = _pixtable(object_run)

@@ -15,7 +15,7 @@ own, from the standard exposure, for the end-to-end flux test.
 The simulator has no atmospheric refraction and no radial-velocity shift: the truth
 comparisons run with ``lambdaref=-1`` and ``rvcorr=none``; DAR is tested on its own.
 The true pointing error of each exposure is corrected with an OFFSET_LIST (RA_OFFSET =
-−error, see recipes/postprocess.py for the sign convention). The simulated sky reaches
+−error, see recipes/algorithms/offsets.py for the sign convention). The simulated sky reaches
 each slice with its own ±2 % illumination factor, which no calibration frame of the mini
 night records at the slice level (the twilight cube is smooth). The comparisons run with
 ``autocalib=none`` and carry it (≈ ±1 % on a star); ``autocalib=deepfield``, which
@@ -56,20 +56,24 @@ def night(tmp_path_factory):
     """Simulated night, calibrations and the PIXTABLE_OBJECT files of both exposures."""
     from musered.simulate.run import simulate
     from musered.simulate.truth import load_truth
-    from recipes import bias, flat, scibasic, standard, wavecal
+    from recipes.steps import bias
+    from recipes.steps import flat
+    from recipes.steps import scibasic
+    from recipes.steps import standard
+    from recipes.steps import wavecal
 
     base = tmp_path_factory.mktemp("scipost-night")
     simulate(base, profile="mini", kinds={"BIAS", "FLAT", "ARC", "STD", "OBJECT"}, exposures=2, ifus=2)
     for name in ("bias", "flat", "wavecal", "std", "standard"):
         (base / name).mkdir()
-    bias.RECIPE.run({"BIAS": _raw_of(base, "BIAS")}, bias.RECIPE.merge_params(), base / "bias")
+    bias.RECIPE.run({"BIAS": _raw_of(base, "BIAS")}, bias.RECIPE.validate(), base / "bias")
     mb = base / "bias" / "MASTER_BIAS.fits"
-    flat.RECIPE.run({"FLAT": _raw_of(base, "FLAT,LAMP"), "MASTER_BIAS": [mb]}, flat.RECIPE.merge_params(),
+    flat.RECIPE.run({"FLAT": _raw_of(base, "FLAT,LAMP"), "MASTER_BIAS": [mb]}, flat.RECIPE.validate(),
                     base / "flat")  # fmt: skip
     wavecal.RECIPE.run(
         {"ARC": _raw_of(base, "WAVE"), "MASTER_BIAS": [mb], "TRACE_TABLE": [base / "flat" / "TRACE_TABLE.fits"],
          "LINE_CATALOG": [base / "muse-calib" / "line_catalog.fits"]},
-        wavecal.RECIPE.merge_params(), base / "wavecal",
+        wavecal.RECIPE.validate(), base / "wavecal",
     )  # fmt: skip
     calibs = {
         "MASTER_BIAS": [mb], "MASTER_FLAT": [base / "flat" / "MASTER_FLAT.fits"],
@@ -82,17 +86,17 @@ def night(tmp_path_factory):
     for i, raw in enumerate(_raw_of(base, "OBJECT")):
         out = base / f"sci{i}"
         out.mkdir()
-        products = scibasic.RECIPE.run({"OBJECT": [raw], **calibs}, scibasic.RECIPE.merge_params(), out)
+        products = scibasic.RECIPE.run({"OBJECT": [raw], **calibs}, scibasic.RECIPE.validate(), out)
         tables = sorted(p.path for p in products if p.tag == "PIXTABLE_OBJECT")
         exposures.append({"tables": tables, "truth": truth.exposures[raw.name], "header": fits.getheader(raw)})
     # the pipeline's own response: standard exposure -> muse_scibasic -> muse_standard
-    products = scibasic.RECIPE.run({"STD": _raw_of(base, "STD"), **calibs}, scibasic.RECIPE.merge_params(),
+    products = scibasic.RECIPE.run({"STD": _raw_of(base, "STD"), **calibs}, scibasic.RECIPE.validate(),
                                    base / "std")  # fmt: skip
     static = base / "muse-calib"
     products = standard.RECIPE.run(
         {"PIXTABLE_STD": sorted(p.path for p in products if p.tag == "PIXTABLE_STD"),
          "EXTINCT_TABLE": [static / "extinct_table.fits"], "STD_FLUX_TABLE": [static / "std_flux_table.fits"]},
-        standard.RECIPE.merge_params(), base / "standard",
+        standard.RECIPE.validate(), base / "standard",
     )  # fmt: skip
     pipeline = {p.tag: [p.path] for p in products if p.tag in ("STD_RESPONSE", "STD_TELLURIC")}
     return {"base": base, "truth": truth, "exposures": exposures, "static": static, "pipeline": pipeline}
@@ -157,14 +161,14 @@ def _frames(night, calib, exposure: int, offsets: bool = True, output_wcs: bool 
 
 
 def _scipost(night, name: str, frames: dict, **params):
-    from recipes.scipost import RECIPE
+    from recipes.steps.scipost import RECIPE
 
     out = night["base"] / name
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     base_params = {"lambdaref": -1.0, "rvcorr": "none", "autocalib": "none"}
     base_params.update(params)
-    return RECIPE.run(frames, RECIPE.merge_params(base_params), out)
+    return RECIPE.run(frames, RECIPE.validate(base_params), out)
 
 
 def _cube(products) -> tuple[np.ndarray, fits.Header]:
@@ -335,7 +339,7 @@ def bright_nebula(night, calib):
     from musered.simulate import sources
     from musered.simulate.run import simulate
     from musered.simulate.truth import load_truth
-    from recipes import scibasic
+    from recipes.steps import scibasic
 
     base = night["base"] / "bright-nebula"
     shutil.rmtree(base, ignore_errors=True)
@@ -355,7 +359,7 @@ def bright_nebula(night, calib):
         ("MASTER_BIAS", "bias"), ("MASTER_FLAT", "flat"), ("TRACE_TABLE", "flat"), ("WAVECAL_TABLE", "wavecal"))}
     calibs["GEOMETRY_TABLE"] = [night["static"] / "geometry_table.fits"]
     calibs["BADPIX_TABLE"] = [night["static"] / "badpix_table.fits"]
-    products = scibasic.RECIPE.run({"OBJECT": [raw], **calibs}, scibasic.RECIPE.merge_params(), base)
+    products = scibasic.RECIPE.run({"OBJECT": [raw], **calibs}, scibasic.RECIPE.validate(), base)
     tables = sorted(p.path for p in products if p.tag == "PIXTABLE_OBJECT")
     truth = load_truth(base)
     return tables, truth
@@ -669,13 +673,23 @@ def test_unknown_filter(night, calib):
     ({"pixfrac": "0.8,0.8,0.8,0.8"}, "pixfrac"),
     ({"autocalib": "sometimes"}, "autocalib"),
 ])  # fmt: skip
-def test_parameters_out_of_range(night, calib, params, word):
-    from recipes.scipost import run
+def test_parameters_out_of_range(params, word):
+    """Refused with a one-line reason when the parameters are validated (the runner does
+    it once, before the run)."""
+    from recipes.steps.scipost import RECIPE
 
-    merged = {"lambdaref": -1.0, "rvcorr": "none", **params}
-    with pytest.raises(RecipeError) as exc:
-        run(_frames(night, calib, 0), merged, night["base"])
+    with pytest.raises(ValueError) as exc:
+        RECIPE.validate({"lambdaref": -1.0, "rvcorr": "none", **params})
     _assert_one_line(exc, word)
+
+
+def test_list_parameters_are_typed():
+    from recipes.steps.scipost import RECIPE
+
+    params = RECIPE.validate({"save": "cube, individual", "sky_crsigma": "7", "filter": "white,Johnson_V"})
+    assert params["save"] == ("cube", "individual") and params["sky_crsigma"] == (7.0, 7.0)
+    assert params["filter"] == ("white", "Johnson_V") and params["pixfrac"] == (0.8, 0.8)
+    assert RECIPE.defaults()["sky_crsigma"] == (15.0, 15.0) and RECIPE.param("sky_crsigma").default == "15.,15."
 
 
 def test_pixel_table_from_another_mode(night, calib, tmp_path):
@@ -705,7 +719,7 @@ def test_missing_response(night, calib):
 
 
 def test_refractive_index_and_dar_direction():
-    from recipes.postprocess import dar_offsets, refractive_index_minus_one
+    from recipes.algorithms.dar import dar_offsets, refractive_index_minus_one
 
     # dry standard air (15 °C, 1013.25 hPa) at the HeNe line 6328 Å: n − 1 = 2.7653e-4 (Edlén)
     n = refractive_index_minus_one(np.array([6328.0]), 15.0, 1013.25, 0.0)[0]
@@ -719,9 +733,9 @@ def test_refractive_index_and_dar_direction():
 
 
 def test_flux_calibration_formula():
-    from recipes.pixtable import make_pixtable
-    from recipes.fluxcal import telluric_at_airmass
-    from recipes.postprocess import flux_calibrate
+    from recipes.algorithms.pixtable import make_pixtable
+    from recipes.algorithms.fluxcal import telluric_at_airmass
+    from recipes.algorithms.postprocess import flux_calibrate
 
     n = 4
     h = fits.Header({"EXPTIME": 100.0, "ESO TEL AIRM START": 1.2, "ESO TEL AIRM END": 1.4})
@@ -742,8 +756,8 @@ def test_flux_calibration_formula():
 
 def test_projection_follows_the_position_angle():
     """Field +y points north at posang 0 and east at posang 90 (module doc of postprocess)."""
-    from recipes.pixtable import make_pixtable
-    from recipes.postprocess import project_to_sky
+    from recipes.algorithms.pixtable import make_pixtable
+    from recipes.algorithms.astrometry import project_to_sky
 
     cd = np.array([[-0.2 / 3600, 0.0], [0.0, 0.2 / 3600]])
     for posang, (e_ra, e_dec) in ((0.0, (0.0, 2.0)), (90.0, (2.0, 0.0))):
@@ -757,7 +771,7 @@ def test_projection_follows_the_position_angle():
 
 
 def test_sky_mask_fractions_and_clipped_means():
-    from recipes.skysub import FieldImage, clipped_bin_mean, sky_mask
+    from recipes.algorithms.skysub import FieldImage, clipped_bin_mean, sky_mask
 
     image = FieldImage(np.arange(100, dtype=float).reshape(10, 10), 0, 0)
     mask, low, high = sky_mask(image, 0.1, 0.05)
@@ -773,7 +787,7 @@ def test_source_free_mask_keeps_the_sky_of_bright_slices():
     """The deepfield source mask thresholds above the median (it does not take a darkest
     fraction): every slice row of a ±2 % illuminated sky keeps its spaxels, a star and its
     wings (grown by ``grow``) are left out."""
-    from recipes.skysub import FieldImage, sky_mask, source_free_mask
+    from recipes.algorithms.skysub import FieldImage, sky_mask, source_free_mask
 
     rng = np.random.default_rng(5)
     rows = 1.0 + 0.02 * rng.standard_normal(24)
@@ -793,8 +807,8 @@ def test_source_free_mask_keeps_the_sky_of_bright_slices():
 def test_sky_line_windows_hold_whole_lines():
     """Each window covers its line above AUTOCAL_LINE_CONTRAST × the running median, plus
     AUTOCAL_LINE_PAD Å on both sides; a flat continuum gives none."""
-    from recipes.postprocess import AUTOCAL_LINE_PAD, sky_line_windows
-    from recipes.skysub import SkySpectrum
+    from recipes.algorithms.autocal import AUTOCAL_LINE_PAD, sky_line_windows
+    from recipes.algorithms.skysub import SkySpectrum
 
     lam = np.arange(6000.0, 6400.0, 1.25)
     flux = 10.0 + 200.0 * np.exp(-0.5 * ((lam - 6150.0) / 1.1) ** 2) + 50.0 * np.exp(-0.5 * ((lam - 6300.0) / 1.1) ** 2)
@@ -809,8 +823,8 @@ def test_sky_line_windows_hold_whole_lines():
 
 
 def test_darcheck_removes_an_injected_drift():
-    from recipes.pixtable import make_pixtable, WCS_PROJECTED, set_wcs_state
-    from recipes.postprocess import ARCSEC_PER_RAD, _set_tangent, check_dar, centroid_drift
+    from recipes.algorithms.pixtable import make_pixtable, WCS_PROJECTED, set_wcs_state
+    from recipes.algorithms.dar import ARCSEC_PER_RAD, _set_tangent, check_dar, centroid_drift
 
     rng = np.random.default_rng(1)
     lam = np.repeat(np.linspace(5000, 9000, 40), 900)
@@ -832,8 +846,8 @@ def test_darcheck_removes_an_injected_drift():
 
 
 def test_radial_velocity_correction():
-    from recipes.pixtable import make_pixtable
-    from recipes.postprocess import C_KMS, apply_rvcorr, rv_correction
+    from recipes.algorithms.pixtable import make_pixtable
+    from recipes.algorithms.rvcorr import C_KMS, apply_rvcorr, rv_correction
 
     h = fits.Header({"RA": 121.3, "DEC": -30.0, "MJD-OBS": 60380.07, "EXPTIME": 600.0})
     bary, helio = rv_correction(h, "bary"), rv_correction(h, "helio")
@@ -851,9 +865,11 @@ def test_radial_velocity_correction():
 def test_sky_model_with_slice_lsf_profiles(tmp_path):
     """skymethod=model's pure steps: two slices with different LSF widths (LSF_PROFILE),
     lines fitted on the mean spectrum and subtracted with each slice's own LSF."""
-    from recipes.lsfmodel import ProfileGrid, cube_hdu, read_lsf_profile
-    from recipes.pixtable import make_pixtable, pack_origin
-    from recipes.skysub import fit_sky_model, gaussian_lsf, mean_slice_lsf, profile_lsf, sky_spectrum, subtract_model
+    from recipes.algorithms.lsfmodel import ProfileGrid, cube_hdu, read_lsf_profile
+    from recipes.algorithms.origin import pack_origin
+    from recipes.algorithms.pixtable import make_pixtable
+    from recipes.algorithms.skymodel import fit_sky_model, gaussian_lsf, mean_slice_lsf, profile_lsf, subtract_model
+    from recipes.algorithms.skysub import sky_spectrum
 
     sigmas = {1: 0.9, 2: 1.3}
     dlam = np.linspace(-8, 8, 161)

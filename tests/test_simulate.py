@@ -18,7 +18,7 @@ from musered.simulate import load_truth, simulate
 from musered.simulate.plan import Target, night_plan
 from musered.simulate.profiles import FULL, MINI
 from musered.simulate.rawfile import extension_header, primary_header
-from recipes.instrument import detector_geometry, trim
+from recipes.algorithms.instrument import detector_geometry, trim
 
 PRIMARY_KEYS = [
     "TELESCOP", "INSTRUME", "OBJECT", "RA", "DEC", "EQUINOX", "EXPTIME", "MJD-OBS", "DATE-OBS",

@@ -7,10 +7,11 @@ import pytest
 from astropy.io import fits
 
 from recipes.base import RecipeError
-from recipes.instrument import (
+from recipes.algorithms.instrument import (
     FULL_DETECTOR, GEO_SLICE_SKY, DetectorFormat, detector_geometry,
-    make_ifu_layout, polyval_y, raw_shape, slice_field_centre, trim, trimmed_shape,
+    polyval_y, raw_shape, slice_field_centre, trim, trimmed_shape,
 )
+from recipes.algorithms.slice_layout import make_ifu_layout
 from musered.simulate.profiles import FULL, MINI
 
 

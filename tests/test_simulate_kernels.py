@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recipes.instrument import LayoutParams, make_ifu_layout
-from recipes.kernels.render import (
+from recipes.algorithms.slice_layout import LayoutParams, make_ifu_layout
+from musered.simulate.render import (
     digitise_block, digitise_block_reference, render_slice, render_slice_reference,
 )
 
@@ -64,7 +64,7 @@ def test_render_slice_continuum_and_lines_share_one_flux_scale(slice_geom):
     pixel centre × the pixel height in Å) give the same flux per Å: a continuum of 1 e-/Å
     fills each column with its λ span, whatever the local dispersion dλ/dy, and a narrow
     line of flux F puts F in each column (sharp edges, no QE)."""
-    from recipes.instrument import wavecal_eval
+    from recipes.algorithms.instrument import wavecal_eval
 
     sl = slice_geom
     lam0, step = 5900.0, 0.5

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from recipes import fluxcal
+from recipes.algorithms import fluxcal, fluxcal_tables
 from recipes.base import RecipeError
 
 pytestmark = pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWarning")
@@ -56,10 +56,10 @@ def std_night(tmp_path_factory):
 
 
 def _run(frames: dict, outdir: Path, **params):
-    from recipes.standard import RECIPE
+    from recipes.steps.standard import RECIPE
 
     outdir.mkdir(parents=True, exist_ok=True)
-    return RECIPE.run(frames, RECIPE.merge_params(params), outdir)
+    return RECIPE.run(frames, RECIPE.validate(params), outdir)
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +160,7 @@ def test_star_is_found_at_its_position(std_run):
 def test_flux_calibration_closes_on_the_reference(std_run):
     """apply_response on the extracted star spectrum gives back the tabulated flux."""
     base, frames, products = std_run
-    from recipes.postprocess import header_airmass
+    from recipes.algorithms.postprocess import header_airmass
 
     with fits.open(products["STD_FLUXES"].path) as hdul:
         counts = hdul["DATA"].data[0]
@@ -170,10 +170,10 @@ def test_flux_calibration_closes_on_the_reference(std_run):
     lam = h["CRVAL1"] + h["CDELT1"] * np.arange(counts.size)
     response = fluxcal.read_response(products["STD_RESPONSE"].path)
     telluric = fluxcal.read_telluric(products["STD_TELLURIC"].path)
-    extinction = fluxcal.read_extinction(frames["EXTINCT_TABLE"][0])
+    extinction = fluxcal_tables.read_extinction(frames["EXTINCT_TABLE"][0])
     flux, _ = fluxcal.apply_response(lam, counts, stat, float(header["EXPTIME"]), header_airmass(header),
                                      response[:2], extinction, telluric[:2])  # fmt: skip
-    ref = fluxcal.read_std_flux_table(frames["STD_FLUX_TABLE"][0], name="SIMSTAR1")
+    ref = fluxcal_tables.read_std_flux_table(frames["STD_FLUX_TABLE"][0], name="SIMSTAR1")
     expect = ref.at(lam)[0] * 1e20
     good = np.isfinite(flux) & (lam > 5960) & (lam < 6940)
     ratio = flux[good] / expect[good]
@@ -228,7 +228,7 @@ def test_smoothing_and_telluric_interpolation_on_known_curves():
 
 def _no_star_tables(frames: dict, tmp_path: Path) -> list[Path]:
     """The STD tables with every row replaced by its wavelength's median (sky only)."""
-    from recipes.pixtable import PixTable
+    from recipes.algorithms.pixtable import PixTable
 
     out = []
     for path in frames["PIXTABLE_STD"]:
@@ -262,7 +262,6 @@ def test_bad_input_is_a_one_line_error(std_night, tmp_path):
         ({**frames, "STD_FLUX_TABLE": [_flux_table(tmp_path, np.arange(6200.0, 10000.0, 10), "SIMSTAR1",
                                                    star["RA"], star["DEC"])]}, {}, "not the data range"),
         (frames, {"filter": "white,Bessel_Q"}, "unknown filter 'Bessel_Q'"),
-        (frames, {"lambdamin": 8000.0, "lambdamax": 5000.0}, "lambdamin"),
         ({k: v for k, v in frames.items() if k != "EXTINCT_TABLE"}, {}, "needs a EXTINCT_TABLE"),
     ]  # fmt: skip
     for i, (bad_frames, params, match) in enumerate(cases):
@@ -274,30 +273,33 @@ def test_bad_input_is_a_one_line_error(std_night, tmp_path):
 
 
 def test_unknown_parameter_values_are_refused():
-    from recipes.standard import RECIPE
+    from recipes.steps.standard import RECIPE
 
     for params in ({"profile": "lorentz"}, {"smooth": "spline"}, {"select": "random"}, {"darcheck": "yes"}):
         with pytest.raises(ValueError, match="must be one of"):
-            RECIPE.merge_params(params)
+            RECIPE.validate(params)
     assert RECIPE.defaults()["profile"] == "auto" and RECIPE.defaults()["lambdaref"] == 7000.0
+    with pytest.raises(ValueError, match="lambdamin"):
+        RECIPE.validate({"lambdamin": 8000.0, "lambdamax": 5000.0})
+    assert RECIPE.validate({"filter": "white,Johnson_V"})["filter"] == ("white", "Johnson_V")
 
 
 def test_scipost_flux_calibration_of_the_std_exposure_gives_the_reference(std_run):
     """End to end: the STD pixel tables calibrated with the products (as muse_scipost does,
-    recipes.postprocess.flux_calibrate), resampled and extracted again, give the
+    recipes.algorithms.postprocess.flux_calibrate), resampled and extracted again, give the
     tabulated flux of the star."""
-    from recipes import standard
-    from recipes.postprocess import flux_calibrate
+    from recipes.algorithms import stdstar
+    from recipes.algorithms.postprocess import flux_calibrate
 
     base, frames, products = std_run
-    pt = standard.load_exposure(frames["PIXTABLE_STD"], 4000.0, 10000.0)
+    pt = stdstar.load_exposure(frames["PIXTABLE_STD"], 4000.0, 10000.0)
     lam_r, resp, _ = fluxcal.read_response(products["STD_RESPONSE"].path)
     lam_t, ftell, _ = fluxcal.read_telluric(products["STD_TELLURIC"].path)
-    flux_calibrate(pt, (lam_r, resp), fluxcal.read_extinction(frames["EXTINCT_TABLE"][0]), (lam_t, ftell))
-    grid, cube = standard.build_cube(pt, 7000.0, "std")
-    (source,) = standard.detect_sources(standard.white_image(cube.data))
-    fit = standard.extract(cube.data, cube.stat, source, "smoffat", 4.0)
-    ref = fluxcal.read_std_flux_table(frames["STD_FLUX_TABLE"][0], name="SIMSTAR1")
+    flux_calibrate(pt, (lam_r, resp), fluxcal_tables.read_extinction(frames["EXTINCT_TABLE"][0]), (lam_t, ftell))
+    grid, cube = stdstar.build_cube(pt, 7000.0, "std")
+    (source,) = stdstar.detect_sources(stdstar.white_image(cube.data))
+    fit = stdstar.extract(cube.data, cube.stat, source, "smoffat", 4.0)
+    ref = fluxcal_tables.read_std_flux_table(frames["STD_FLUX_TABLE"][0], name="SIMSTAR1")
     lam = grid.wavelengths()
     good = np.isfinite(fit.flux) & (lam > 5960) & (lam < 6940)
     ratio = fit.flux[good] / (ref.at(lam[good])[0] * 1e20)
@@ -317,16 +319,16 @@ def test_flux_table_readers(tmp_path):
 
     path = tmp_path / "flux.fits"
     fits.HDUList([fits.PrimaryHDU(), ext("STAR_A", 10.0, -30.0, 1.0), ext("STAR_B", 10.0, -30.01, 2.0)]).writeto(path)
-    assert fluxcal.read_std_flux_table(path, 10.0, -30.0095).name == "STAR_B"  # 1.8" away
-    assert fluxcal.read_std_flux_table(path, 50.0, 0.0, name="star_a").flux[0] == 1.0
+    assert fluxcal_tables.read_std_flux_table(path, 10.0, -30.0095).name == "STAR_B"  # 1.8" away
+    assert fluxcal_tables.read_std_flux_table(path, 50.0, 0.0, name="star_a").flux[0] == 1.0
     with pytest.raises(RecipeError, match="stars: STAR_A, STAR_B"):
-        fluxcal.read_std_flux_table(path, 50.0, 0.0)
+        fluxcal_tables.read_std_flux_table(path, 50.0, 0.0)
     hst = tmp_path / "calspec.fits"
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns([
         fits.Column("WAVELENGTH", "D", array=lam), fits.Column("FLUX", "E", array=np.full(lam.size, 3.0)),
         fits.Column("STATERROR", "E", array=np.full(lam.size, 0.3)),
         fits.Column("SYSERROR", "E", array=np.full(lam.size, 0.4))])]).writeto(hst)  # fmt: skip
-    ref = fluxcal.read_std_flux_table(hst)
+    ref = fluxcal_tables.read_std_flux_table(hst)
     assert abs((lam[200] - ref.lam[200]) - 1.66) < 0.01  # n_air - 1 = 2.77e-4 at 6000 A
     np.testing.assert_allclose(ref.fluxerr, 0.5)
     regions = tmp_path / "tell.fits"
@@ -334,7 +336,7 @@ def test_flux_table_readers(tmp_path):
         cols = [fits.Column(n, "D", array=v) for n, v in zip(("lmin", "lmax", "bgmin", "bgmax"), rows)]
         fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols)]).writeto(regions, overwrite=True)
         if ok:
-            np.testing.assert_allclose(fluxcal.read_telluric_regions(regions), [[6800, 6900, 6750, 6950]])
+            np.testing.assert_allclose(fluxcal_tables.read_telluric_regions(regions), [[6800, 6900, 6750, 6950]])
         else:
             with pytest.raises(RecipeError, match="row 1 needs bgmin <= lmin"):
-                fluxcal.read_telluric_regions(regions)
+                fluxcal_tables.read_telluric_regions(regions)

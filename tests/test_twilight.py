@@ -21,12 +21,12 @@ pytestmark = pytest.mark.filterwarnings("ignore::astropy.io.fits.verify.VerifyWa
 
 @pytest.fixture(scope="module")
 def twilight_run(tmp_path_factory):
-    from recipes.twilight import RECIPE
+    from recipes.steps.twilight import RECIPE
 
     base, calibs = simulated_night(tmp_path_factory)
     out = tmp_path_factory.mktemp("twilight")
     frames = {"SKYFLAT": _raw_of(base, "FLAT,SKY"), **calibs}
-    products = RECIPE.run(frames, RECIPE.merge_params(), out)
+    products = RECIPE.run(frames, RECIPE.validate(), out)
     return base, calibs, frames, products
 
 
@@ -34,7 +34,7 @@ def truth_map(base: Path, calibs: dict, header: fits.Header) -> tuple[np.ndarray
     """The true relative illumination on the cube's spaxel grid and the mask of spaxels
     well inside a slice (|s| < 0.42, away from the drizzled slice ends)."""
     from musered.simulate.truth import load_truth
-    from recipes.pixtable_build import read_geometry
+    from recipes.algorithms.pixtable_build import read_geometry
 
     illum = load_truth(base).illumination(1)
     geom = read_geometry(calibs["GEOMETRY_TABLE"][0], 1)
@@ -90,7 +90,7 @@ def test_skyflat_cube_shows_the_true_illumination(twilight_run):
 
 
 def test_twilight_cube_is_the_smooth_illumination(twilight_run):
-    from recipes.twilight import poly2d_fit
+    from recipes.algorithms.twilightcube import poly2d_fit
 
     base, calibs, _, products = twilight_run
     with fits.open(products[1].path) as hdul:
@@ -111,12 +111,12 @@ def test_twilight_cube_is_the_smooth_illumination(twilight_run):
 
 def test_scibasic_applies_the_twilight_cube(twilight_run, tmp_path_factory):
     """A skyflat reduced by muse_scibasic with the TWILIGHT_CUBE is divided by it."""
-    from recipes.pixtable import PixTable
-    from recipes.scibasic import RECIPE
+    from recipes.algorithms.pixtable import PixTable
+    from recipes.steps.scibasic import RECIPE
 
     base, calibs, frames, products = twilight_run
     sky = frames["SKYFLAT"][0]
-    params = RECIPE.merge_params({"skylines": "none", "saveimage": False})
+    params = RECIPE.validate({"skylines": "none", "saveimage": False})
     out = tmp_path_factory.mktemp("twilight-applied")
     (out / "plain").mkdir()
     (out / "corrected").mkdir()
@@ -133,14 +133,14 @@ def test_scibasic_applies_the_twilight_cube(twilight_run, tmp_path_factory):
 
 
 def test_too_few_skyflats_and_missing_geometry(twilight_run, tmp_path):
-    from recipes.twilight import RECIPE
+    from recipes.steps.twilight import RECIPE
 
     _, calibs, frames, _ = twilight_run
     with pytest.raises(RecipeError, match="at least 3 SKYFLAT"):
-        RECIPE.run({**frames, "SKYFLAT": frames["SKYFLAT"][:2]}, RECIPE.merge_params(), tmp_path)
+        RECIPE.run({**frames, "SKYFLAT": frames["SKYFLAT"][:2]}, RECIPE.validate(), tmp_path)
     without = {k: v for k, v in frames.items() if k != "GEOMETRY_TABLE"}
     with pytest.raises(RecipeError, match="needs a GEOMETRY_TABLE"):
-        RECIPE.run(without, RECIPE.merge_params(), tmp_path)
-    with pytest.raises(RecipeError, match="lambdamin"):
-        RECIPE.run(frames, RECIPE.merge_params({"lambdamin": 9000, "lambdamax": 5000}), tmp_path)
+        RECIPE.run(without, RECIPE.validate(), tmp_path)
+    with pytest.raises(ValueError, match="lambdamin .* must be below lambdamax"):
+        RECIPE.validate({"lambdamin": 9000, "lambdamax": 5000})
     assert not any(tmp_path.iterdir())

@@ -1,4 +1,5 @@
-"""Wavelength calibration (recipes.wavesolution, recipes.kernels.arclines) on synthetic arcs."""
+"""Wavelength calibration (recipes.algorithms.wavesolution, linematch, wavefit, recipes.kernels.arclines) on
+synthetic arcs."""
 
 from __future__ import annotations
 
@@ -11,18 +12,11 @@ from scipy.special import ndtr
 
 from recipes.base import RecipeError
 from recipes.kernels.arclines import fit_lines_across, fit_peaks, gauss_fit, gauss_fit_reference
-from recipes.tracing import Trace
-from recipes.wavesolution import (
-    LineCatalog,
-    WaveParams,
-    calibrate_slice,
-    centre_spectrum,
-    detect_lines,
-    evaluate_2d,
-    fit_2d,
-    identify,
-    line_fwhm_angstrom,
-)
+from recipes.algorithms.tracing import Trace
+from recipes.algorithms.linecatalog import LineCatalog
+from recipes.algorithms.linematch import centre_spectrum, detect_lines, identify
+from recipes.algorithms.wavefit import fit_2d
+from recipes.algorithms.wavesolution import WaveParams, calibrate_slice, evaluate_2d, line_fwhm_angstrom
 
 NY = 1100
 SLICE_WIDTH = 30.0
@@ -297,7 +291,7 @@ def simulated_calibrations(tmp_path_factory) -> tuple[Path, Path]:
     Returns (simulation folder, MASTER_BIAS path). Same cache as tests/test_flat.py.
     """
     from musered.simulate.run import simulate
-    from recipes import bias
+    from recipes.steps import bias
 
     base = tmp_path_factory.getbasetemp() / "spectral-mini"
     if not (base / "truth" / "truth.json").exists():
@@ -305,7 +299,7 @@ def simulated_calibrations(tmp_path_factory) -> tuple[Path, Path]:
     master_bias = base / "bias" / "MASTER_BIAS.fits"
     if not master_bias.exists():
         (base / "bias").mkdir(exist_ok=True)
-        bias.RECIPE.run({"BIAS": raw_of(base, "BIAS")}, bias.RECIPE.merge_params(), base / "bias")
+        bias.RECIPE.run({"BIAS": raw_of(base, "BIAS")}, bias.RECIPE.validate(), base / "bias")
     return base, master_bias
 
 
@@ -316,7 +310,7 @@ def raw_of(base: Path, dpr_type: str) -> list[Path]:
 def truth_trace_table(base: Path, path: Path) -> Path:
     """A TRACE_TABLE made from the simulator's true slice edges (wavecal tested on its own)."""
     from musered.simulate.truth import load_truth
-    from recipes.flat import trace_table
+    from recipes.algorithms.calibtables import trace_table
     from recipes.io import ProductWriter
 
     slices = load_truth(base).slices(1)
@@ -335,7 +329,7 @@ def truth_trace_table(base: Path, path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def wavecal_run(tmp_path_factory):
-    from recipes.wavecal import RECIPE
+    from recipes.steps.wavecal import RECIPE
 
     base, master_bias = simulated_calibrations(tmp_path_factory)
     out = tmp_path_factory.mktemp("wavecal")
@@ -348,14 +342,14 @@ def wavecal_run(tmp_path_factory):
     }
     run_dir = out / "run"
     run_dir.mkdir()
-    products = RECIPE.run(frames, RECIPE.merge_params({"residuals": True, "saveimages": True}), run_dir)
+    products = RECIPE.run(frames, RECIPE.validate({"residuals": True, "saveimages": True}), run_dir)
     return base, frames, products
 
 
 def solution_errors(base: Path, wlc_of, shift_rows: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Per slice RMS and max |λ - truth| (Å) over the pixels inside the true slice edges."""
     from musered.simulate.truth import load_truth
-    from recipes.instrument import polyval_y, wavecal_eval
+    from recipes.algorithms.instrument import polyval_y, wavecal_eval
 
     truth = load_truth(base)
     ny, nx = truth.data["trimmed_shape"]
@@ -389,13 +383,13 @@ def test_wavecal_recipe_declaration_follows_the_drs() -> None:
     assert (d["linesigma"], d["fitsigma"], d["fitweighting"], d["lampwise"]) == (-1.0, -1.0, "cerrscatter", True)
     assert set(recipe.required_calibs) == {"MASTER_BIAS", "TRACE_TABLE", "LINE_CATALOG"}
     with pytest.raises(ValueError, match="fitweighting"):
-        recipe.merge_params({"fitweighting": "bogus"})
+        recipe.validate({"fitweighting": "bogus"})
 
 
 def test_wavelengths_match_simulated_truth(wavecal_run) -> None:
     from musered.simulate.truth import load_truth
     from recipes.io import read_table_product
-    from recipes.wavecal import read_line_catalog
+    from recipes.algorithms.linecatalog import read_line_catalog
 
     base, frames, products = wavecal_run
     assert [p.tag for p in products] == ["WAVECAL_TABLE", "WAVECAL_RESIDUALS"] + ["ARC_RED_LAMP"] * 3
@@ -427,9 +421,10 @@ def test_wavelengths_match_simulated_truth(wavecal_run) -> None:
 @pytest.mark.parametrize("shift_rows, dispersion", [(16, 1.25), (-16, 1.25), (0, 1.25 * 1.03), (0, 1.25 * 0.97)])
 def test_solution_survives_first_guess_errors(wavecal_run, shift_rows: int, dispersion: float) -> None:
     """λ0 ± 20 Å (the arcs moved by ∓16 rows) and a dispersion first guess off by ± 3 %."""
-    from recipes.flat import trace_from_table
+    from recipes.algorithms.calibtables import trace_from_table
     from recipes.io import read_image_product, read_table_product
-    from recipes.wavecal import fit_inputs, read_line_catalog
+    from recipes.algorithms.arcs import fit_inputs
+    from recipes.algorithms.linecatalog import read_line_catalog
 
     base, frames, products = wavecal_run
     catalog = read_line_catalog(frames["LINE_CATALOG"][0])
@@ -452,7 +447,7 @@ def test_solution_survives_first_guess_errors(wavecal_run, shift_rows: int, disp
 def test_unknown_lamp_or_empty_catalogue_fail_before_reading_pixels(wavecal_run, tmp_path) -> None:
     import shutil
 
-    from recipes.wavecal import RECIPE
+    from recipes.steps.wavecal import RECIPE
 
     _, frames, _ = wavecal_run
     odd = tmp_path / "odd_arc.fits"
@@ -463,18 +458,18 @@ def test_unknown_lamp_or_empty_catalogue_fail_before_reading_pixels(wavecal_run,
     out = tmp_path / "out"
     out.mkdir()
     with pytest.raises(RecipeError, match="unknown arc lamp 'CU-LAMP9'"):
-        RECIPE.run({**frames, "ARC": [odd]}, RECIPE.merge_params(), out)
+        RECIPE.run({**frames, "ARC": [odd]}, RECIPE.validate(), out)
     empty = tmp_path / "empty_catalog.fits"
     cols = [fits.Column("lambda", "E", array=np.zeros(0, np.float32)), fits.Column("flux", "E", array=np.zeros(0, np.float32)),
             fits.Column("ion", "20A", array=np.zeros(0, "U20")), fits.Column("quality", "J", array=np.zeros(0, np.int32))]
     fits.HDUList([fits.PrimaryHDU(header=fits.Header({"VERSION": 3})), fits.BinTableHDU.from_columns(cols)]).writeto(empty)
     with pytest.raises(RecipeError, match="LINE_CATALOG is empty"):
-        RECIPE.run({**frames, "LINE_CATALOG": [empty]}, RECIPE.merge_params(), out)
+        RECIPE.run({**frames, "LINE_CATALOG": [empty]}, RECIPE.validate(), out)
     neon_only = tmp_path / "neon_catalog.fits"
     cols = [fits.Column("lambda", "E", array=np.array([6402.2, 6506.5], np.float32)),
             fits.Column("flux", "E", array=np.ones(2, np.float32)),
             fits.Column("ion", "20A", array=np.array(["NeI", "NeI"])), fits.Column("quality", "J", array=np.array([5, 5]))]
     fits.HDUList([fits.PrimaryHDU(header=fits.Header({"VERSION": 3})), fits.BinTableHDU.from_columns(cols)]).writeto(neon_only)
     with pytest.raises(RecipeError, match="no usable lines .* for lamp Xe"):
-        RECIPE.run({**frames, "LINE_CATALOG": [neon_only]}, RECIPE.merge_params(), out)
+        RECIPE.run({**frames, "LINE_CATALOG": [neon_only]}, RECIPE.validate(), out)
     assert not list(out.iterdir())

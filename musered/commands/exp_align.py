@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import sys
 from pathlib import Path
 
@@ -10,53 +9,32 @@ import click
 from sqlalchemy import select
 
 from ..errors import MuseredError
+from .steps import StepsCommand, method_recipe
 
-METHOD_RECIPES = {"drs": "muse_exp_align", "image": "image_align"}
-DEFAULT_FROM_RECIPE = "muse_scipost"
+COMMAND = "exp-align"
+DEFAULT_METHOD = "drs"
 PLOT_NAME = "alignment.png"
 
 
-def _recipe(method: str):
-    if method == "drs":
-        from recipes.exp_align import RECIPE
-    else:
-        from recipes.imagealign import RECIPE
-    return RECIPE
-
-
-def step_settings(settings, block_name: str, dates: tuple[str, ...], database):
-    """A shallow copy of ``settings`` whose block ``block_name`` has ``from_recipe``
-    (default muse_scipost), and whose global raw exclusions drop the nights not in
-    ``dates`` (when given), so that the runner sees exactly what the command asks."""
+def nights_query(dates: tuple[str, ...], database) -> dict[str, list[str]] | None:
+    """The inputs query of ``--date`` (None: all nights); MuseredError for a night without
+    exposures."""
     from ..db.models import Raw
 
-    out = copy.copy(settings)
-    recipes = dict(settings.recipes)
-    block = copy.deepcopy(recipes.get(block_name, {}))
-    block.setdefault("from_recipe", DEFAULT_FROM_RECIPE)
-    recipes[block_name] = block
-    out.recipes = recipes
-    if dates:
-        with database.session() as session:
-            nights = {n for (n,) in session.execute(select(Raw.night).distinct()) if n}
-        unknown = [d for d in dates if d not in nights]
-        if unknown:
-            raise MuseredError(f"--date {unknown[0]}: no exposure on that night in the database")
-        others = sorted(nights - set(dates))
-        frames = copy.deepcopy(settings.frames or {})
-        if others:
-            exclude = frames.setdefault("exclude", {})
-            raw = exclude.get("raw") or []
-            exclude["raw"] = (raw if isinstance(raw, list) else [raw]) + [{"night": others}]
-        out.frames = frames
-    return out
+    if not dates:
+        return None
+    with database.session() as session:
+        nights = {n for (n,) in session.execute(select(Raw.night).distinct()) if n}
+    unknown = [d for d in dates if d not in nights]
+    if unknown:
+        raise MuseredError(f"--date {unknown[0]}: no exposure on that night in the database")
+    return {"night": list(dates)}
 
 
-@click.command("exp-align")
+@click.command(COMMAND, cls=StepsCommand, musered_command=COMMAND, step_flags=False)
 @click.argument("datasets", nargs=-1, required=True, metavar="DATASET...")
-@click.option("--method", type=click.Choice(sorted(METHOD_RECIPES)), default=None,
-              help="drs: detect and match point sources (muse_exp_align, default); "
-                   "image: fit each exposure against the block's REFERENCE_IMAGE.")
+@click.option("--method", default=None, metavar="METHOD",
+              help="The alignment recipe, by its method (see below; default drs).")
 @click.option("--name", default=None, metavar="NAME",
               help="Name the OFFSET_LIST is stored under (default OFFSET_LIST_<method>).")
 @click.option("--params", "params_block", default=None, metavar="BLOCK",
@@ -71,8 +49,11 @@ def step_settings(settings, block_name: str, dates: tuple[str, ...], database):
 def command(app, datasets, method, name, params_block, filt, dates, force, dry_run) -> None:
     """Compute the offsets between the exposures of DATASET (an OFFSET_LIST).
 
+    Methods: {methods}.
+
     The inputs are the IMAGE_FOV of the dataset's exposures made by the recipe named by
-    the block's from_recipe (default muse_scipost), in the filter filt (default white);
+    the block's from_recipe (default: the method recipe's declared source), in the
+    filter filt (default white);
     flagged exposures are left out (the block's exclude_flags). The OFFSET_LIST is stored
     as DATASET_NAME (NAME default OFFSET_LIST_drs), so that a block's
     `frames: {OFFSET_LIST: OFFSET_LIST_drs}` finds it for that dataset. An alignment
@@ -91,21 +72,17 @@ def command(app, datasets, method, name, params_block, filt, dates, force, dry_r
         if dataset not in known:
             raise MuseredError(f"unknown dataset {dataset!r}; datasets in the settings: "
                                f"{', '.join(sorted(known)) or 'none'}")
-    default_block = settings.recipe_block(params_block or METHOD_RECIPES["drs"])
-    method = method or str(default_block.get("method") or "drs")
-    if method not in METHOD_RECIPES:
-        raise MuseredError(f"recipes.{params_block or 'muse_exp_align'}.method: {method!r} is not one of "
-                           f"{', '.join(sorted(METHOD_RECIPES))}")
-    recipe = _recipe(method)
+    default_block = settings.recipe_block(params_block or method_recipe(COMMAND, DEFAULT_METHOD).name)
+    method = method or str(default_block.get("method") or DEFAULT_METHOD)
+    recipe = method_recipe(COMMAND, method)
     block_name = params_block or recipe.name
     block = settings.recipe_block(block_name)
     name = name or f"OFFSET_LIST_{method}"
     filt = filt or block.get("filt")
     cli_params = {"filter": filt} if filt else None
-    step = step_settings(settings, block_name, tuple(dates), app.database)
-    summary = run_step(step, app.database, recipe, list(datasets), params_block=params_block,
-                       cli_params=cli_params, force=force, dry_run=dry_run,
-                       progress=sys.stderr.isatty(), dataset_suffix=f"_{name}")
+    summary = run_step(settings, app.database, recipe, list(datasets), params_block=params_block,
+                       cli_params=cli_params, force=force, dry_run=dry_run, progress=sys.stderr.isatty(),
+                       dataset_suffix=f"_{name}", inputs_query=nights_query(tuple(dates), app.database))
     if summary.failed:
         raise MuseredError(summary.failure_message())
     if dry_run:

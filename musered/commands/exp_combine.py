@@ -2,52 +2,24 @@
 
 from __future__ import annotations
 
-import copy
 import sys
 
 import click
 
 from ..errors import MuseredError
+from .steps import StepsCommand, method_recipe, methods
 
-METHODS = ("drs", "mpdaf")
-#: settings block used by default, and the recipe whose products feed it, per method
-DEFAULT_BLOCKS = {"drs": "muse_exp_combine", "mpdaf": "mpdaf_combine"}
-DEFAULT_FROM_RECIPE = {"drs": "muse_scipost", "mpdaf": "muse_scipost_make_cube"}
-OUTPUT_DIR = "exp_combine"
+COMMAND = "exp-combine"
+DEFAULT_METHOD = "drs"
 
 
-def _recipe(method: str):
-    if method == "drs":
-        from recipes.exp_combine import RECIPE
-    else:
-        from recipes.cubecombine import RECIPE
-    return RECIPE
-
-
-def step_settings(settings, block_name: str, method: str):
-    """A shallow copy of ``settings`` whose block ``block_name`` has ``from_recipe``
-    (default per method) and ``init.output_dir`` (default exp_combine), so that the
-    runner finds the inputs and writes to ``exp_combine/{DATASET}_{NAME}``."""
-    out = copy.copy(settings)
-    recipes = dict(settings.recipes)
-    block = copy.deepcopy(recipes.get(block_name, {}))
-    block.setdefault("from_recipe", DEFAULT_FROM_RECIPE[method])
-    init = dict(block.get("init") or {})
-    init.setdefault("output_dir", OUTPUT_DIR)
-    block["init"] = init
-    recipes[block_name] = block
-    out.recipes = recipes
-    return out
-
-
-@click.command("exp-combine")
+@click.command(COMMAND, cls=StepsCommand, musered_command=COMMAND, step_flags=False)
 @click.argument("datasets", nargs=-1, required=True, metavar="DATASET...")
-@click.option("--method", type=click.Choice(METHODS), default=None,
-              help="drs: resample the PIXTABLE_REDUCED of all exposures at once (muse_exp_combine, "
-                   "default); mpdaf: sigma-clipped mean of cubes already on one grid.")
+@click.option("--method", default=None, metavar="METHOD",
+              help="The combination recipe, by its method (see below; default drs).")
 @click.option("--params", "params_block", default=None, metavar="BLOCK",
               help="Take parameters, frames and from_recipe from this settings block "
-                   "(default muse_exp_combine for drs, mpdaf_combine for mpdaf).")
+                   "(default: the block named after the method's recipe).")
 @click.option("--name", default=None, metavar="NAME",
               help="Name of the result: DATASET_NAME, folder exp_combine/DATASET_NAME (default NAME: the method).")
 @click.option("--force", is_flag=True, help="Re-run datasets that are already done.")
@@ -55,6 +27,8 @@ def step_settings(settings, block_name: str, method: str):
 @click.pass_obj
 def command(app, datasets, method, params_block, name, force, dry_run) -> None:
     """Combine the exposures of DATASET into one cube (DATACUBE_FINAL).
+
+    Methods: {methods}.
 
     drs: the PIXTABLE_REDUCED of the dataset's exposures made by the block's from_recipe
     (default muse_scipost), shifted by the block's OFFSET_LIST frame (a file, or a stored
@@ -76,19 +50,18 @@ def command(app, datasets, method, params_block, name, force, dry_run) -> None:
     if params_block is not None and params_block not in (settings.recipes or {}):
         blocks = ", ".join(sorted(b for b in (settings.recipes or {}) if b != "common")) or "none"
         raise MuseredError(f"--params {params_block}: no such block in the settings; blocks: {blocks}")
+    default_block = params_block or method_recipe(COMMAND, DEFAULT_METHOD).name
     if method is None:
-        block_method = settings.recipe_block(params_block or DEFAULT_BLOCKS["drs"]).get("method") or "drs"
-        if block_method not in METHODS:
-            raise MuseredError(f"recipes.{params_block or DEFAULT_BLOCKS['drs']}.method: {block_method!r} "
-                               f"is not one of {', '.join(METHODS)}")
-        method = str(block_method)
-    recipe = _recipe(method)
-    block_name = params_block or DEFAULT_BLOCKS[method]
+        method = str(settings.recipe_block(default_block).get("method") or DEFAULT_METHOD)
+        if method not in methods(COMMAND):
+            raise MuseredError(f"recipes.{default_block}.method: {method!r} is not one of "
+                               f"{', '.join(methods(COMMAND))}")
+    recipe = method_recipe(COMMAND, method)
+    block_name = params_block or recipe.name
     name = name or method
     if not name or "/" in name or name.strip() != name:
         raise MuseredError(f"--name {name!r}: must be a plain name without '/' or spaces around it")
-    step = step_settings(settings, block_name, method)
-    summary = run_step(step, app.database, recipe, list(datasets), params_block=params_block, force=force,
+    summary = run_step(settings, app.database, recipe, list(datasets), params_block=params_block, force=force,
                        dry_run=dry_run, progress=sys.stderr.isatty(), dataset_suffix=f"_{name}")  # fmt: skip
     if summary.failed:
         raise MuseredError(summary.failure_message())

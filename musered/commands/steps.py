@@ -1,34 +1,106 @@
-"""Shared plumbing of the process-* commands: which steps exist and how to run them."""
+"""Shared plumbing of the commands that run recipes: which steps a command has (from the
+recipe registry, at the time the command runs) and how to run them.
+
+A recipe declares its command (``process-calib`` for sequences, ``process-exp`` for
+exposures, ``exp-align``/``exp-combine`` for datasets, ``std-combine`` for runs), its step
+flag or method, and whether it runs by default; the order comes from
+:func:`recipes.registry.step_order`. Nothing here names a recipe.
+"""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+
+import click
 
 from ..errors import MuseredError
 
 
-def registered_steps(steps: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
-    """The (flag, recipe name) pairs whose recipe is registered: a step whose recipe is
-    not there yet gets no command-line flag."""
-    from recipes.registry import all_recipes
+def command_recipes(command: str):
+    """The registered recipes of a musered command, in step order."""
+    from recipes.registry import recipes_of
 
-    known = all_recipes()
-    return [(flag, name) for flag, name in steps if name in known]
+    return recipes_of(command)
 
 
-def run_selected_steps(app, recipe_names: Sequence[str], selection: Sequence[str], *, params_block: str | None,
+def chosen_steps(command: str, flags: Mapping[str, bool]):
+    """The recipes to run for the step flags given: the flagged ones (each with its
+    ``from_recipe`` step first when it declares ``runs_source_first``), else every recipe
+    that runs by default; in step order."""
+    recipes = command_recipes(command)
+    by_name = {r.name: r for r in recipes}
+    chosen = {r.name for r in recipes if flags.get(r.step_name)}
+    if not chosen:
+        chosen = {r.name for r in recipes if r.by_default}
+    for name in list(chosen):
+        recipe = by_name[name]
+        if recipe.runs_source_first and recipe.from_recipe in by_name:
+            chosen.add(recipe.from_recipe)
+    return [r for r in recipes if r.name in chosen]
+
+
+def method_recipe(command: str, method: str):
+    """The recipe of a dataset command (exp-align, exp-combine) for ``--method``;
+    MuseredError listing the methods otherwise."""
+    from recipes.registry import step_recipe
+
+    recipe = step_recipe(command, method)
+    if recipe is None:
+        raise MuseredError(f"{command}: unknown method {method!r}; methods: {', '.join(methods(command))}")
+    return recipe
+
+
+def methods(command: str) -> list[str]:
+    return sorted(r.step_name for r in command_recipes(command))
+
+
+class StepsCommand(click.Command):
+    """A click command that runs the recipes of ``musered_command``, read from the registry
+    when the command is used (so a recipe registered later is there): with ``step_flags``
+    one ``--STEP`` flag per recipe; in the help text ``{steps}`` lists the steps that run
+    by default and ``{methods}`` each method with its recipe."""
+
+    def __init__(self, *args, musered_command: str, step_flags: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.musered_command = musered_command
+        self.step_flags = step_flags
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params = super().get_params(ctx)
+        if not self.step_flags:
+            return params
+        names = {p.name for p in params}
+        flags = []
+        for recipe in command_recipes(self.musered_command):
+            if recipe.step_name in names:
+                continue
+            note = "" if recipe.by_default else " (only when asked for)"
+            flags.append(click.Option([f"--{recipe.step_name}"], is_flag=True,
+                                      help=f"Run {recipe.name}{note}: {recipe.description}"))
+        return params[:-1] + flags + params[-1:]  # --help stays last
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        recipes = command_recipes(self.musered_command)
+        steps = ", ".join(r.step_name for r in recipes if r.by_default)
+        described = "; ".join(f"{r.step_name} ({r.name}: {r.description.rstrip('.')})" for r in recipes)
+        original = self.help
+        self.help = (original or "").replace("{steps}", steps).replace("{methods}", described)
+        try:
+            super().format_help_text(ctx, formatter)
+        finally:
+            self.help = original
+
+
+def run_selected_steps(app, recipes: Sequence, selection: Sequence[str], *, params_block: str | None,
                        force: bool, dry_run: bool, jobs: int | None) -> None:
     """Run the recipes in order on the selected targets; raise a one-line MuseredError
     naming every failed target once all steps have run."""
-    from recipes.registry import get_recipe
-
     from ..runner import failure_message, run_steps
 
-    if params_block and len(recipe_names) > 1:
+    if params_block and len(recipes) > 1:
         raise MuseredError("--params applies to one step: choose that step's flag too")
-    recipes = [get_recipe(name) for name in recipe_names]
-    summaries = run_steps(app.settings, app.database, recipes, list(selection) or None, jobs=jobs,
+    summaries = run_steps(app.settings, app.database, list(recipes), list(selection) or None, jobs=jobs,
                           force=force, dry_run=dry_run, params_block=params_block,
                           progress=sys.stderr.isatty())
     message = failure_message(summaries)

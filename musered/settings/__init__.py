@@ -18,7 +18,8 @@ absolute :class:`~pathlib.Path`, relative ones being taken from the settings fil
 (``base_dir``); ``night_cutoff`` is a UT :class:`datetime.time`.
 
 Modules: :mod:`.keys` (the names the file may use), :mod:`.yamlio` (stage 1),
-:mod:`.substitute` (stages 2-3), :mod:`.checks` (stage 4), :mod:`.model` (the typed view),
+:mod:`.substitute` (stages 2-3), :mod:`.checks` (stage 4, with :mod:`.checkbase` and
+:mod:`.checkrecipes` for the recipe blocks), :mod:`.model` (the typed view),
 :mod:`.values` (shared helpers), :mod:`.load` (the entry points).
 """
 

@@ -1,26 +1,29 @@
-"""Stage 4: type checks and normalisation of every section, building :class:`Settings`."""
+"""Stage 4: type checks and normalisation of every section, building :class:`Settings`.
+
+:func:`build_settings` runs the checks of :class:`Checker` over the substituted tree.
+:class:`Checker` holds the checks of the top-level sections (datasets, runs,
+static_calib, frames, flags, executor...); the ``recipes`` section is checked by
+:class:`.checkrecipes.RecipeChecker`, and the typed reads both use come from
+:class:`.checkbase.BaseChecker`.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .keys import (
-    BLOCK_KEYS, COMMON_BLOCK, DATASET_KEYS, EXECUTOR_KEYS, EXECUTOR_KINDS, FRAME_TAG, FRAMES_KEYS, INIT_KEYS,
-    KEY_NAME, LOGLEVELS, MUSERED_ONLY_BLOCK_KEYS, MUSERED_ONLY_INIT_KEYS, RUN_KEYS, UNMANAGED_BLOCKS,
-)
+from .checkrecipes import RecipeChecker
+from .keys import DATASET_KEYS, EXECUTOR_KEYS, EXECUTOR_KINDS, KEY_NAME, LOGLEVELS, RUN_KEYS
 from .model import Dataset, Run, Settings
-from .values import fail_at, first_unknown, is_scalar, kind_of, parse_date, raw_columns, scalar_text, suggest
-
-logger = logging.getLogger("musered.settings")
+from .values import fail_at, is_scalar, kind_of, raw_columns, scalar_text, suggest
 
 
 def build_settings(tree: dict[str, Any], where: str, base_dir: Path, path: Path | None) -> Settings:
+    """The typed settings of a substituted ``tree`` read from ``where`` (checked sections written back)."""
     checker = Checker(where, base_dir)
     muse_calib_path = Path(tree["muse_calib_path"]) if "muse_calib_path" in tree else None
     loglevel = tree["loglevel"].strip().lower()
@@ -62,47 +65,8 @@ def build_settings(tree: dict[str, Any], where: str, base_dir: Path, path: Path 
     )
 
 
-class Checker:
+class Checker(RecipeChecker):
     """Type checks and normalisation of each section, with errors naming the key path."""
-
-    def __init__(self, where: str, base_dir: Path):
-        self.where = where
-        self.base_dir = base_dir
-
-    def fail(self, keypath: str, reason: str):
-        fail_at(self.where, keypath, reason)
-
-    def mapping(self, value: Any, keypath: str, what: str = "a mapping") -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, Mapping):
-            self.fail(keypath, f"must be {what}, not {kind_of(value)}")
-        return dict(value)
-
-    def names(self, value: Any, keypath: str, what: str = "a name or a list of names") -> list[str]:
-        """A scalar or a list of scalars, as a list of text (dates in ISO form)."""
-        if value is None:
-            return []
-        items = value if isinstance(value, list) else [value]
-        out = []
-        for i, item in enumerate(items):
-            if not is_scalar(item) or isinstance(item, bool):
-                where = f"{keypath}[{i}]" if isinstance(value, list) else keypath
-                self.fail(where, f"must be {what}, not {kind_of(item)}")
-            out.append(scalar_text(item))
-        return out
-
-    def check_keys(self, value: Mapping, keypath: str, allowed: tuple[str, ...]) -> None:
-        for key in value:
-            if key not in allowed:
-                hint = suggest(str(key), allowed)
-                self.fail(f"{keypath}.{key}", f"unknown key{hint} (allowed: {', '.join(allowed)})")
-
-    def date(self, value: Any, keypath: str) -> dt.date:
-        day = parse_date(value, None)
-        if day is None:
-            self.fail(keypath, f"must be a date YYYY-MM-DD, not {value!r}")
-        return day
 
     def night_cutoff(self, value: str) -> dt.time:
         match = re.fullmatch(r"\s*(\d{1,2}):(\d{2})(?::(\d{2}))?\s*", value)
@@ -153,17 +117,6 @@ class Checker:
             runs[name] = Run(name=name, start_date=start, end_date=end)
         return runs
 
-    def validity(self, value: Any, keypath: str) -> tuple[dt.date | None, dt.date | None]:
-        """``None`` (always valid) or ``{start_date, end_date}``, either end optional."""
-        conf = self.mapping(value, keypath, "a validity range {start_date, end_date}")
-        self.check_keys(conf, keypath, RUN_KEYS)
-        start, end = (
-            None if conf.get(key) is None else self.date(conf[key], f"{keypath}.{key}") for key in RUN_KEYS
-        )
-        if start and end and end < start:
-            self.fail(keypath, f"end_date {end} is before start_date {start}")
-        return start, end
-
     def static_calib(
         self, value: Any, muse_calib_path: Path | None
     ) -> dict[str, dict[Path, tuple[dt.date | None, dt.date | None]]]:
@@ -183,11 +136,6 @@ class Checker:
                 file_path = file_path if file_path.is_absolute() else folder / file_path
                 out[tag][file_path] = self.validity(validity, f"{keypath}.{name}")
         return out
-
-    def frame_tag(self, tag: Any, keypath: str) -> str:
-        if not isinstance(tag, str) or not FRAME_TAG.match(tag):
-            self.fail(keypath, f"{tag!r} is not a frame tag (upper case, like MASTER_BIAS)")
-        return tag
 
     def global_frames(self, value: Any, additional_keywords: list[str]) -> dict[str, Any]:
         section = self.mapping(value, "frames", "a mapping with an exclude block")
@@ -271,147 +219,3 @@ class Checker:
                 self.fail("executor.timeout", f"must be a number of seconds > 0, not {timeout!r}")
             out["timeout"] = timeout
         return out
-
-    # -- recipe blocks ------------------------------------------------------------------
-
-    def recipes(self, value: Any) -> dict[str, dict[str, Any]]:
-        section = self.mapping(value, "recipes", "a mapping of recipe blocks")
-        blocks: dict[str, dict[str, Any]] = {}
-        for name, block in section.items():
-            if not isinstance(name, str):
-                self.fail(f"recipes.{name}", "block names are words like muse_bias")
-            keypath = f"recipes.{name}"
-            block = self.mapping(block, keypath, "a mapping (params, init, frames, ...)")
-            if name in UNMANAGED_BLOCKS:
-                blocks[name] = block
-            else:
-                blocks[name] = self.block(block, keypath, common=name == COMMON_BLOCK)
-        if any(name not in UNMANAGED_BLOCKS for name in blocks):
-            self.recipe_params(blocks)
-        return blocks
-
-    def block(self, block: dict[str, Any], keypath: str, common: bool) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        moved_frames: dict[str, Any] = {}
-        for key, value in block.items():
-            child = f"{keypath}.{key}"
-            if key in BLOCK_KEYS:
-                out[key] = value
-            elif key in MUSERED_ONLY_BLOCK_KEYS or key in MUSERED_ONLY_INIT_KEYS:
-                # MuseRed also read recipes.common.temp_dir etc. as recipe options.
-                logger.warning("%s: %s: MuseRed-only recipe option, ignored", self.where, child)
-            elif isinstance(key, str) and FRAME_TAG.match(key):
-                # Older MuseRed files put OFFSET_LIST next to params; it belongs in frames.
-                logger.warning("%s: %s: frame given outside 'frames:', read as %s.frames.%s",
-                               self.where, child, keypath, key)
-                moved_frames[key] = value
-            else:
-                hint = suggest(str(key), BLOCK_KEYS)
-                self.fail(child, f"unknown key{hint} (allowed: {', '.join(BLOCK_KEYS)})")
-        out["params"] = self.mapping(out.get("params"), f"{keypath}.params", "a mapping of recipe parameters")
-        for key, value in out["params"].items():
-            if not isinstance(key, str):
-                self.fail(f"{keypath}.params.{key}", "parameter names are words")
-            if value is not None and not is_scalar(value):
-                self.fail(f"{keypath}.params.{key}", f"must be a single value, not {kind_of(value)}")
-        init = self.mapping(out.get("init"), f"{keypath}.init", "a mapping of run options (output_dir)")
-        out["init"] = self.init(init, f"{keypath}.init")
-        frames = self.mapping(out.get("frames"), f"{keypath}.frames", "a mapping of frame options")
-        out["frames"] = self.recipe_frames({**moved_frames, **frames}, f"{keypath}.frames")
-        for key in ("from_recipe", "filt", "method"):
-            if key in out and not isinstance(out[key], str):
-                self.fail(f"{keypath}.{key}", f"must be text, not {kind_of(out[key])}")
-        if "exclude_flags" in out and not isinstance(out["exclude_flags"], bool):
-            out["exclude_flags"] = self.names(out["exclude_flags"], f"{keypath}.exclude_flags",
-                                              "true, false or a list of flag names")
-        if common:
-            for key in ("from_recipe", "filt", "method"):
-                if key in out:
-                    self.fail(f"{keypath}.{key}", "belongs in a recipe block, not in common")
-        return out
-
-    def init(self, init: dict[str, Any], keypath: str) -> dict[str, Any]:
-        out = {}
-        for key, value in init.items():
-            if key in MUSERED_ONLY_INIT_KEYS:
-                logger.warning("%s: %s.%s: MuseRed-only recipe option, ignored", self.where, keypath, key)
-            elif key in INIT_KEYS:
-                if not isinstance(value, str) or not value.strip():
-                    self.fail(f"{keypath}.{key}", f"must be a folder name, not {value!r}")
-                out[key] = value
-            else:
-                hint = suggest(str(key), INIT_KEYS)
-                self.fail(f"{keypath}.{key}", f"unknown run option{hint} (allowed: {', '.join(INIT_KEYS)})")
-        return out
-
-    def recipe_frames(self, frames: dict[str, Any], keypath: str) -> dict[str, Any]:
-        """exclude/include as lists of tags, offsets as {TAG: nights}, custom frames kept.
-
-        A custom frame is a path, glob, folder or product name (``OFFSET_LIST_drs``), a list
-        of those, or ``{path: validity}``; ``~`` is expanded, relative paths are left for
-        association to take from ``base_dir``.
-        """
-        out: dict[str, Any] = {}
-        for key, value in frames.items():
-            child = f"{keypath}.{key}"
-            if key in ("exclude", "include"):
-                tags = self.names(value, child, "a frame tag or a list of tags")
-                out[key] = [self.frame_tag(tag, child) for tag in tags]
-            elif key == "offsets":
-                offsets = self.mapping(value, child, "a mapping {TAG: nights}")
-                for tag, nights in offsets.items():
-                    self.frame_tag(tag, f"{child}.{tag}")
-                    if isinstance(nights, bool) or not isinstance(nights, int) or nights < 0:
-                        self.fail(f"{child}.{tag}", f"must be a number of nights >= 0, not {nights!r}")
-                out[key] = offsets
-            elif isinstance(key, str) and FRAME_TAG.match(key):
-                out[key] = self.custom_frame(value, child)
-            else:
-                hint = suggest(str(key), FRAMES_KEYS)
-                self.fail(child, f"unknown key{hint}; expected exclude, include, offsets or a frame TAG")
-        return out
-
-    def custom_frame(self, value: Any, keypath: str) -> Any:
-        if isinstance(value, str):
-            return os.path.expanduser(value)
-        if isinstance(value, list):
-            return [os.path.expanduser(v) for v in self.names(value, keypath, "a path or a list of paths")]
-        if isinstance(value, Mapping):
-            out = {}
-            for name, validity in value.items():
-                start, end = self.validity(validity, f"{keypath}.{name}")
-                out[os.path.expanduser(scalar_text(name))] = {"start_date": start, "end_date": end}
-            return out
-        self.fail(keypath, f"must be a path, a list of paths or {{path: validity}}, not {kind_of(value)}")
-
-    def recipe_params(self, blocks: dict[str, dict[str, Any]]) -> None:
-        """Validate the params of blocks named after a registered recipe, and of common."""
-        from recipes.registry import all_recipes
-
-        registry = all_recipes()
-        common = blocks.get(COMMON_BLOCK, {}).get("params", {})
-        for key in common:
-            owners = [r for r in registry.values() if any(p.name == key for p in r.params)]
-            if registry and not owners:
-                logger.warning("%s: recipes.common.params.%s: not a parameter of any musered recipe, ignored",
-                               self.where, key)
-            for recipe in owners:
-                try:
-                    recipe.merge_params({key: common[key]})
-                except ValueError as exc:
-                    self.fail(f"recipes.common.params.{key}", f"{exc} (for {recipe.name})")
-        for name, block in blocks.items():
-            recipe = registry.get(name)
-            if recipe is None or name == COMMON_BLOCK:
-                continue
-            known = {p.name for p in recipe.params}
-            unknown = first_unknown(block["params"], known)
-            if unknown is not None:
-                valid = ", ".join(sorted(known)) or "none"
-                hint = suggest(unknown, known) or "."
-                self.fail(f"recipes.{name}.params.{unknown}",
-                          f"unknown parameter of {name}{hint} Valid parameters: {valid}")
-            try:
-                recipe.merge_params(block["params"])
-            except ValueError as exc:
-                self.fail(f"recipes.{name}.params", str(exc))

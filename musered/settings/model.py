@@ -134,13 +134,13 @@ class Settings:
         common = {k: v for k, v in self.recipes.get(COMMON_BLOCK, {}).get("params", {}).items() if k in known}
         block = self.recipes.get(block_name, {}).get("params", {})
         try:
-            recipe.merge_params(common, block)
+            recipe.validate(common, block)
         except ValueError as exc:
             key = first_unknown(block, known)
             keypath = f"recipes.{block_name}.params" + (f".{key}" if key else "")
             raise MuseredError(f"{self.where}: {keypath}: {exc}") from None
         try:
-            return recipe.merge_params(common, block, overrides)
+            return recipe.validate(common, block, overrides)
         except ValueError as exc:
             raise MuseredError(f"command line: {exc}") from None
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recipes.instrument import DetectorFormat
+from recipes.algorithms.instrument import DetectorFormat
 
 
 @dataclass

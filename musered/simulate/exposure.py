@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from recipes.instrument import (
-    SPAXEL_ARCSEC, IFULayout, detector_geometry, make_ifu_layout, polyval_y,
-    slice_field_centre,
-)
-from recipes.kernels.render import digitise_block, render_slice
+from recipes.algorithms.instrument import SPAXEL_ARCSEC, detector_geometry, polyval_y, slice_field_centre
+from recipes.algorithms.slice_layout import IFULayout, make_ifu_layout
+from musered.simulate.render import digitise_block, render_slice
 
 from . import sources as src
 from .detector import (

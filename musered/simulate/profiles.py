@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from recipes.instrument import FULL_DETECTOR, DetectorFormat, LayoutParams
+from recipes.algorithms.instrument import FULL_DETECTOR, DetectorFormat
+from recipes.algorithms.slice_layout import LayoutParams
 
 from ..errors import MuseredError
 

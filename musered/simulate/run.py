@@ -42,6 +42,11 @@ def targets_for(start: dt.date, dataset: str) -> tuple[Target, Target]:
 
 def write_settings(outdir: Path, dataset: str) -> Path:
     """``OUTDIR/settings.yml``: raw_path and muse_calib_path here, and the dataset."""
+    from recipes.registry import step_recipe
+
+    # exp-combine (drs) resamples the reduced pixel tables of every exposure at once: its
+    # source recipe keeps them, and it takes the offsets exp-align stores as OFFSET_LIST_drs.
+    combine = step_recipe("exp-combine", "drs")
     data = {
         "workdir": ".",
         "raw_path": "{workdir}/raw",
@@ -50,9 +55,8 @@ def write_settings(outdir: Path, dataset: str) -> Path:
         "version": "0.1",
         "datasets": {dataset: {"OBJECT": [dataset]}},
         "recipes": {
-            # exp-combine resamples the reduced pixel tables of every exposure at once.
-            "muse_scipost": {"params": {"save": "cube,individual"}},
-            "muse_exp_combine": {"frames": {"OFFSET_LIST": "OFFSET_LIST_drs"}},
+            combine.from_recipe: {"params": {"save": "cube,individual"}},
+            combine.name: {"frames": {"OFFSET_LIST": "OFFSET_LIST_drs"}},
         },
     }
     path = outdir / "settings.yml"

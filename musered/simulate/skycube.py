@@ -8,7 +8,7 @@ import numpy as np
 from astropy.io import fits
 from scipy.special import erf
 
-from recipes.instrument import NOMINAL_DISPERSION, SPAXEL_ARCSEC
+from recipes.algorithms.instrument import NOMINAL_DISPERSION, SPAXEL_ARCSEC
 
 from . import sources as src
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from recipes.instrument import SPAXEL_ARCSEC, read_data_table, throughput_curve
+from recipes.algorithms.instrument import SPAXEL_ARCSEC, read_data_table, throughput_curve
 
 #: VLT collecting area (cm²), 8.0 m pupil minus the 1.5 m central obstruction (DRS value).
 VLT_AREA_CM2 = 483250.7

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from recipes.instrument import SPAXEL_ARCSEC, read_data_table, slice_field_centre
+from recipes.algorithms.instrument import SPAXEL_ARCSEC, read_data_table, slice_field_centre
 
 
 STD_NAME = "SIMSTAR1"

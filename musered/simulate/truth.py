@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from recipes.instrument import SliceGeometry
+from recipes.algorithms.slice_layout import SliceGeometry
 
 from ..errors import MuseredError
 from .detector import CCDState, qe_map
@@ -207,7 +207,7 @@ class Truth:
         """
         from scipy.special import erf
 
-        from recipes.instrument import NOMINAL_DISPERSION
+        from recipes.algorithms.instrument import NOMINAL_DISPERSION
 
         from .profiles import get_profile
 

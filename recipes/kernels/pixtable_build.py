@@ -3,20 +3,20 @@
 For every slice ``s`` and every CCD row ``y`` (1-based) the pixels whose centres lie
 between the traced left and right edges, ``left_s(y) <= x <= right_s(y)`` (1-based,
 clipped to the CCD), become one row each (the convention of
-:func:`recipes.tracing.slice_mask`). Rows are ordered slice by slice, then by CCD row,
+:func:`recipes.algorithms.tracing.slice_mask`). Rows are ordered slice by slice, then by CCD row,
 then by x. For each pixel:
 
 * ``lambda`` = Σ wlc[I, J] x^I y^J (Å; x, y 1-based absolute trimmed-CCD coordinates),
-  evaluated in float64 with the Horner order of :func:`recipes.wavesolution.evaluate_2d`
+  evaluated in float64 with the Horner order of :func:`recipes.algorithms.wavesolution.evaluate_2d`
   and rounded once to float32;
 * ``xpos``/``ypos`` (field pixels, 0.2" spaxels): the slice centre (gx, gy) of the
   GEOMETRY_TABLE plus the offset along the slice, ``(0.5 − frac) · width`` with
   ``frac = (x − left)/(right − left)`` (the CCD x is mirrored on the sky,
-  :func:`recipes.instrument.ccd_to_field_x`), rotated by the geometry angle:
+  :func:`recipes.algorithms.instrument.ccd_to_field_x`), rotated by the geometry angle:
   ``xpos = gx + off·cos(angle)``, ``ypos = gy + off·sin(angle)``;
 * ``data``, ``dq``, ``stat`` copied from the image;
 * ``origin`` = ``(x − xoffset_s) << 24 | y << 11 | ifu << 6 | slice`` (DRS bit layout,
-  :func:`recipes.pixtable.pack_origin`).
+  :func:`recipes.algorithms.pixtable.pack_origin`).
 
 :func:`build_pixels` is the numba version (two passes, parallel over slices: count, then
 fill at prefix-sum offsets); :func:`build_pixels_reference` the plain numpy twin used by
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from ..instrument import ccd_to_field_x
+from recipes.algorithms.instrument import ccd_to_field_x
 
 
 @njit(cache=True, inline="always")
@@ -141,7 +141,7 @@ def build_pixels(data, dq, stat, left, right, wlc, gx, gy, angle, gwidth, slice_
 
 def build_pixels_reference(data, dq, stat, left, right, wlc, gx, gy, angle, gwidth, slice_no, ifu, xoffset):
     """Plain numpy twin of :func:`build_pixels` (same arguments, same row order)."""
-    from ..wavesolution import evaluate_2d
+    from recipes.algorithms.wavesolution import evaluate_2d
 
     ny, nx = np.shape(data)
     y1 = np.arange(1, ny + 1, dtype=np.float64)
