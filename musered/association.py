@@ -22,9 +22,11 @@ Each calibration tag T of a target on night N is looked up in the sources its de
   are rejected; among several runs on the first night that has one, the closest in time
   to the target wins (ties: the name), and the choice is logged; products whose file has
   disappeared are rejected;
-- ``raw``: a raw file with tag T (the ILLUM flat): same night (and INS_MODE with
-  ``match_mode``) within ``max_delay_hours`` of the target, the closest in instrument
-  temperature (INS TEMP7 VAL), then in time;
+- ``raw``: a raw file with tag T (the ILLUM flat) of the target's night (and INS_MODE
+  with ``match_mode``), as MuseRed's ``find_illum``: the reference is the mean time and
+  mean INS TEMP7 VAL of the target's raw files; among the files within
+  ``max_delay_hours`` the closest in temperature (then time), else the closest in time;
+  not used when its temperature differs by more than ``max_temp_diff``;
 - ``static``: the ``static_calib`` file whose validity holds N, else the file of
   ``muse_calib_path`` whose primary ``ESO PRO CATG`` is T (several: the one whose
   ``ESO INS MODE`` or file name matches the mode, then the first by name), else an
@@ -32,12 +34,15 @@ Each calibration tag T of a target on night N is looked up in the sources its de
 
 Tags declared ``default_excluded`` (MASTER_DARK) are only looked up when ``frames.include``
 lists them; ``frames.exclude`` drops tags; ``frames.include`` may add undeclared tags
-(optional, all sources). Raw files excluded in the catalog never enter.
+(optional, all sources). A tag declared with ``modes`` (RAMAN_LINES: AO modes) is only
+looked up for a target whose INS_MODE matches one. Raw files excluded in the catalog
+never enter.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import fnmatch
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -161,6 +166,9 @@ def associate(recipe, target: Target, catalog: Catalog, settings,
     own = {recipe.name, block_name or recipe.name}
     for calib in wanted_calibs(recipe, conf):
         tag = calib.tag
+        if calib.modes and not any(fnmatch.fnmatchcase(target.INS_MODE or "", m) for m in calib.modes):
+            result.log[tag] = [f"only used for INS_MODE {' or '.join(calib.modes)}, not {target.INS_MODE}"]
+            continue
         log: list[str] = []
         paths = find_calibration(calib, target, catalog, settings, conf, excluded_products, log, own)
         result.log[tag] = log
@@ -257,10 +265,12 @@ def find_reduced(calib: Calib, target: Target, catalog: Catalog, offset: int,
 
 
 def find_raw(calib: Calib, target: Target, catalog: Catalog, log: list[str]) -> list[Path]:
-    """A raw file of the tag (the ILLUM flat): same night (and mode with ``match_mode``)
-    within ``max_delay_hours`` of the target, closest in temperature, then in time."""
+    """A raw file of the tag (the ILLUM flat) for the target, as MuseRed's ``find_illum``
+    (see the module docstring): within ``max_delay_hours`` the closest in temperature,
+    else the closest in time; rejected beyond ``max_temp_diff``."""
     tag = calib.tag
     max_delay = calib.max_delay_hours * 3600.0
+    when, temp = reference_of(target, catalog)
     candidates = []
     for raw in catalog.raws_by_tag.get(tag, []):
         if raw.night != target.night:
@@ -268,24 +278,40 @@ def find_raw(calib: Calib, target: Target, catalog: Catalog, log: list[str]) -> 
         reason = raw.excluded
         if reason is None and calib.match_mode and raw.INS_MODE != target.INS_MODE:
             reason = f"INS_MODE {raw.INS_MODE}, need {target.INS_MODE}"
-        delay = _delay(raw.DATE_OBS, target.DATE_OBS)
-        if reason is None and delay > max_delay:
-            reason = (f"{delay / 3600:.1f} h from the exposure "
-                      f"(more than {calib.max_delay_hours:g} h)")
         if reason:
             log.append(f"rejected {tag} {raw.path.name}: {reason}")
             continue
-        dtemp = (abs(raw.INS_TEMP7_VAL - target.INS_TEMP7_VAL)
-                 if raw.INS_TEMP7_VAL is not None and target.INS_TEMP7_VAL is not None else float("inf"))
-        candidates.append((dtemp, delay, str(raw.path), raw))
+        dtemp = abs(raw.INS_TEMP7_VAL - temp) if raw.INS_TEMP7_VAL is not None and temp is not None else None
+        candidates.append((_delay(raw.DATE_OBS, when), dtemp, str(raw.path), raw))
     if not candidates:
         log.append(f"no usable {tag} raw file on night {target.night}")
         return []
-    dtemp, delay, _, raw = min(candidates)
-    temp = f", ΔT {dtemp:.2f} K" if dtemp != float("inf") else ""
-    log.append(f"{tag} {raw.path.name}: {delay / 60:.0f} min from the exposure{temp}"
-               f" (best of {len(candidates)})")
+    within = [c for c in candidates if c[0] < max_delay]
+    if within:  # unknown temperatures rank last
+        delay, dtemp, _, raw = min(within, key=lambda c: (c[1] is None, c[1] or 0.0, c[0], c[2]))
+        how = f"closest in temperature of {len(within)} within {calib.max_delay_hours:g} h"
+    else:
+        delay, dtemp, _, raw = min(candidates, key=lambda c: (c[0], c[2]))
+        how = f"none within {calib.max_delay_hours:g} h: the closest in time of {len(candidates)}"
+    temp_text = f", ΔT {dtemp:.2f} K" if dtemp is not None else ", temperature unknown"
+    line = f"{tag} {raw.path.name}: {delay / 60:.0f} min from the target{temp_text} ({how})"
+    if calib.max_temp_diff is not None and dtemp is not None and dtemp > calib.max_temp_diff:
+        log.append(f"rejected {line}: temperature differs by more than {calib.max_temp_diff:g} K")
+        return []
+    log.append(line)
     return [raw.path]
+
+
+def reference_of(target: Target, catalog: Catalog) -> tuple[dt.datetime | None, float | None]:
+    """The mean DATE-OBS and mean INS TEMP7 VAL of the target's raw files (a calibration
+    sequence has several); the target's own values when its raw files are unknown."""
+    raws = [catalog.raws_by_name[name] for name in target.members if name in catalog.raws_by_name]
+    times = [r.DATE_OBS for r in raws if r.DATE_OBS is not None]
+    temps = [r.INS_TEMP7_VAL for r in raws if r.INS_TEMP7_VAL is not None]
+    when = (times[0] + sum((t - times[0] for t in times), dt.timedelta()) / len(times)
+            if times else target.DATE_OBS)
+    temp = sum(temps) / len(temps) if temps else target.INS_TEMP7_VAL
+    return when, temp
 
 
 def describe(associations: Sequence[Association]) -> list[str]:

@@ -1,8 +1,10 @@
 """What exists: a plain-data snapshot of the database, with exclusions decided.
 
-:class:`Catalog` is a snapshot of the ``raw``, ``reduced`` (status ok) and ``flags``
-tables, with every raw file's exclusion reason already decided (the database flag,
-exposure flags, the settings' ``frames.exclude``). Target discovery
+:class:`Catalog` is a snapshot of the ``raw``, ``reduced`` (status ok, of the settings'
+``version`` only: each reduction version has its own products, as MuseRed's
+``reduced_{version}`` tables) and ``flags`` tables, with every raw file's exclusion reason
+already decided (the database flag, the settings' ``frames.exclude``, and exposure flags
+when the recipe block asks for it with ``exclude_flags``). Target discovery
 (:mod:`musered.targets`) and association (:mod:`musered.association`) are pure functions
 of a catalog and the settings, so they can be tested without a database.
 
@@ -109,8 +111,9 @@ class Catalog:
     _excluded_products: dict[Path, str] | None = field(default=None, repr=False)
 
     @classmethod
-    def from_database(cls, database, settings, exclude_flags: bool | Sequence[str] = True) -> Catalog:
-        """Read raw (without headers), reduced (status ok) and flags; decide exclusions."""
+    def from_database(cls, database, settings, exclude_flags: bool | Sequence[str] = False) -> Catalog:
+        """Read raw (without headers), reduced (status ok, ``version == settings.version``)
+        and flags; decide exclusions (``exclude_flags``: see :meth:`build`)."""
         # every column but the full header, which association never needs
         raw_columns = [c for c in Raw.__table__.columns if c.name not in ("header", "id")]
         with database.session() as session:
@@ -118,7 +121,8 @@ class Catalog:
             product_rows = session.execute(select(
                 Reduced.path, Reduced.recipe_name, Reduced.name, Reduced.PRO_CATG, Reduced.night,
                 Reduced.DATE_OBS, Reduced.INS_MODE, Reduced.OBJECT, Reduced.TPL_START,
-                Reduced.output_dir, Reduced.date_run).where(Reduced.status == "ok")).all()
+                Reduced.output_dir, Reduced.date_run).where(
+                Reduced.status == "ok", Reduced.version == str(settings.version))).all()
             flag_rows = session.execute(select(Flag.name, Flag.flag)).all()
         flags: dict[str, list[str]] = defaultdict(list)
         for name, flag in flag_rows:
@@ -137,11 +141,12 @@ class Catalog:
     @classmethod
     def build(cls, raws: Iterable[RawFrame], products: Iterable[ProductFrame],
               flags: Mapping[str, list[str]] | None, settings,
-              exclude_flags: bool | Sequence[str] = True) -> Catalog:
-        """A catalog whose raw frames carry their exclusion reason (db flag, flags, settings).
+              exclude_flags: bool | Sequence[str] = False) -> Catalog:
+        """A catalog whose raw frames carry their exclusion reason (db flag, settings, flags).
 
-        ``exclude_flags`` (a recipe block's ``exclude_flags``): True excludes exposures
-        with any flag, False none, a list only those with one of the named flags.
+        ``exclude_flags`` (a recipe block's ``exclude_flags``, MuseRed's semantics): False
+        (the default: flagged exposures are used like any other), True excludes exposures
+        with any flag, a list only those with one of the named flags.
         """
         raws = list(raws)
         flags = dict(flags or {})

@@ -20,22 +20,33 @@ LOGLEVELS = ("debug", "info", "warning", "error")
 class AppContext:
     """What every command needs: the settings and the database, both opened lazily."""
 
-    def __init__(self, settings_file: str | None, loglevel: str | None):
+    def __init__(self, settings_file: str | None, loglevel: str | None, redversion: str | None = None):
         self.settings_file = settings_file
         self.loglevel = loglevel
+        self.redversion = redversion  # --redversion: replaces the settings' version
         self._settings = None
         self._database = None
+        self._api = None
 
     @property
     def settings(self):
         if self._settings is None:
             from .settings import load_settings
 
-            self._settings = load_settings(self.settings_file)
+            self._settings = load_settings(self.settings_file, version=self.redversion)
             if self.loglevel is None:
                 logging.getLogger("musered").setLevel(self._settings.loglevel.upper())
                 logging.getLogger("recipes").setLevel(self._settings.loglevel.upper())
         return self._settings
+
+    @property
+    def api(self):
+        """The Python API on the same settings (``mr`` of plugins and ``musered shell``)."""
+        if self._api is None:
+            from .api import MuseRed
+
+            self._api = MuseRed(self.settings_file, version=self.redversion)
+        return self._api
 
     @property
     def database(self):
@@ -47,13 +58,41 @@ class AppContext:
 
 
 class MuseredGroup(click.Group):
-    """A click group that turns user errors into one-line messages."""
+    """A click group that turns user errors into one-line messages, and whose commands
+    include the user's plugins (:mod:`musered.plugins`), loaded only when a command name
+    is not built in or when the commands are listed."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except MuseredError as exc:
             raise click.ClickException(str(exc)) from None
+
+    def get_command(self, ctx: click.Context, cmd_name: str):
+        command = super().get_command(ctx, cmd_name)
+        if command is None:
+            command = self.plugin_commands(ctx).get(cmd_name)
+        return command
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        try:
+            plugins = self.plugin_commands(ctx)
+        except MuseredError as exc:  # the help must still show; the error names the plugin
+            click.echo(f"Warning: {exc}", err=True)
+            plugins = {}
+        return sorted({*super().list_commands(ctx), *plugins})
+
+    def plugin_commands(self, ctx: click.Context) -> dict[str, click.Command]:
+        """The plugin commands of the settings in use (loaded once per invocation)."""
+        key = "musered.plugins"
+        if key not in ctx.meta:
+            from .plugins import load_plugins, settings_plugin_specs
+
+            ctx.meta[key] = {}  # a failure is reported once, not again for every lookup
+            setup_logging(ctx.params.get("loglevel") or "info")  # before the group's callback does
+            specs = settings_plugin_specs(ctx.params.get("settings_file"))
+            ctx.meta[key] = load_plugins(specs, reserved=self.commands)
+        return ctx.meta[key]
 
 
 def setup_logging(level: str) -> None:
@@ -78,6 +117,7 @@ def setup_logging(level: str) -> None:
     "settings_file",
     type=click.Path(dir_okay=False, path_type=str),
     default=None,
+    is_eager=True,  # read before --help, which lists the settings' plugin commands
     help="Settings file (default: $MUSERED_SETTINGS, else ./settings.yml).",
 )
 @click.option(
@@ -86,16 +126,22 @@ def setup_logging(level: str) -> None:
     default=None,
     help="Terminal log level (default: the settings' loglevel, info).",
 )
+@click.option(
+    "--redversion",
+    default=None,
+    metavar="VERSION",
+    help="Reduction version to work on, instead of the settings' version (also in {version} of reduced_path).",
+)
 @click.version_option(__version__, prog_name="musered")
 @click.pass_context
-def cli(ctx: click.Context, settings_file: str | None, loglevel: str | None) -> None:
+def cli(ctx: click.Context, settings_file: str | None, loglevel: str | None, redversion: str | None) -> None:
     """musered: reduce VLT/MUSE data with native recipes, from raw files to cubes.
 
     Typical session: retrieve-data, update-db, info, process-calib, process-exp,
     exp-align, exp-combine. Run `musered COMMAND --help` for each command.
     """
     setup_logging(loglevel or "info")
-    ctx.obj = AppContext(settings_file, loglevel)
+    ctx.obj = AppContext(settings_file, loglevel, redversion)
 
 
 def main() -> None:
@@ -129,3 +175,21 @@ from .commands.exp_combine import command as exp_combine_command  # noqa: E402
 cli.add_command(exp_combine_command)
 from .commands.std_combine import command as std_combine_command  # noqa: E402
 cli.add_command(std_combine_command)
+from .commands.copy_reduced import command as copy_reduced_command  # noqa: E402
+cli.add_command(copy_reduced_command)
+from .commands.clean import command as clean_command  # noqa: E402
+cli.add_command(clean_command)
+from .commands.check_integrity import command as check_integrity_command  # noqa: E402
+cli.add_command(check_integrity_command)
+from .commands.shell import command as shell_command  # noqa: E402
+cli.add_command(shell_command)
+from .commands.info_exp import command as info_exp_command  # noqa: E402
+cli.add_command(info_exp_command)
+from .commands.info_raw import command as info_raw_command  # noqa: E402
+cli.add_command(info_raw_command)
+from .commands.info_warnings import command as info_warnings_command  # noqa: E402
+cli.add_command(info_warnings_command)
+from .commands.import_musered import command as import_musered_command  # noqa: E402
+cli.add_command(import_musered_command)
+from .commands.update_qc import command as update_qc_command  # noqa: E402
+cli.add_command(update_qc_command)

@@ -2,7 +2,8 @@
 
 Each check reads products from the database and the truth written by ``musered simulate``
 and returns :class:`Fidelity` rows (quantity, measured, goal, whether it is met). A check
-whose products do not exist yet returns no row.
+whose products do not exist yet returns no row. Checks read the products of one reduction
+``version`` (the settings' version).
 """
 
 from __future__ import annotations
@@ -26,16 +27,17 @@ class Fidelity:
     ok: bool
 
 
-def _products(database: Database, tag: str) -> list[Path]:
+def _products(database: Database, tag: str, version: str) -> list[Path]:
     with database.session() as session:
-        rows = session.scalars(select(Reduced).where(Reduced.PRO_CATG == tag, Reduced.status == "ok")).all()
+        rows = session.scalars(select(Reduced).where(Reduced.PRO_CATG == tag, Reduced.status == "ok",
+                                                     Reduced.version == str(version))).all()
     return [Path(row.path) for row in rows if Path(row.path).is_file()]
 
 
-def bias_levels(database: Database, truth) -> list[Fidelity]:
+def bias_levels(database: Database, truth, version: str) -> list[Fidelity]:
     """Master-bias raw level per output (QC BIAS LEVELn MEAN) vs the injected mean level of
     the input frames' data regions, in ADU."""
-    products = _products(database, "MASTER_BIAS")
+    products = _products(database, "MASTER_BIAS", version)
     if not products:
         return []
     differences = []
@@ -65,12 +67,12 @@ def _ifus(path: Path) -> list[int]:
         return sorted({int(hdu.name[4:6]) for hdu in hdul[1:] if hdu.name.startswith("CHAN")})
 
 
-def trace_edges(database: Database, truth) -> list[Fidelity]:
+def trace_edges(database: Database, truth, version: str) -> list[Fidelity]:
     """TRACE_TABLE slice edges and centres vs the injected ones, in pixels, every row."""
     from recipes.algorithms.instrument import polyval_y
     from recipes.io import read_table_product
 
-    products = _products(database, "TRACE_TABLE")
+    products = _products(database, "TRACE_TABLE", version)
     if not products:
         return []
     ny = truth.data["trimmed_shape"][0]
@@ -89,12 +91,12 @@ def trace_edges(database: Database, truth) -> list[Fidelity]:
                      "< 0.02 / 0.05 px", rms < 0.02 and worst < 0.05)]
 
 
-def wavelengths(database: Database, truth) -> list[Fidelity]:
+def wavelengths(database: Database, truth, version: str) -> list[Fidelity]:
     """WAVECAL_TABLE λ(x, y) vs the injected solution over every pixel inside the slices, in Å."""
     from recipes.algorithms.instrument import polyval_y, wavecal_eval
     from recipes.io import read_table_product
 
-    products = _products(database, "WAVECAL_TABLE")
+    products = _products(database, "WAVECAL_TABLE", version)
     if not products:
         return []
     ny, nx = truth.data["trimmed_shape"]
@@ -116,12 +118,12 @@ def wavelengths(database: Database, truth) -> list[Fidelity]:
                      "< 0.01 / 0.05 Å", rms < 0.01 and worst < 0.05)]
 
 
-def lsf_widths(database: Database, truth) -> list[Fidelity]:
+def lsf_widths(database: Database, truth, version: str) -> list[Fidelity]:
     """LSF_PROFILE FWHM vs the injected LSF (widened by the pixel, as the profile records
     it) at 5 wavelengths of every slice, and the profile integrals."""
     from recipes.algorithms.lsfmodel import box_gauss_fwhm, evaluate_lsf, profile_fwhm, read_lsf_profile
 
-    products = _products(database, "LSF_PROFILE")
+    products = _products(database, "LSF_PROFILE", version)
     if not products:
         return []
     ny = truth.data["trimmed_shape"][0]
@@ -149,13 +151,13 @@ def lsf_widths(database: Database, truth) -> list[Fidelity]:
     ]
 
 
-def alignment_offsets(database: Database, truth) -> list[Fidelity]:
+def alignment_offsets(database: Database, truth, version: str) -> list[Fidelity]:
     """OFFSET_LIST offsets vs the injected pointing errors, relative to the first exposure,
     in arcsec. Convention (muse_exp_align): corrected RA = header RA − RA_OFFSET, so
     RA_OFFSET_i − RA_OFFSET_0 must equal (RA_i − trueRA_i) − (RA_0 − trueRA_0)."""
     from astropy.table import Table
 
-    products = _products(database, "OFFSET_LIST")
+    products = _products(database, "OFFSET_LIST", version)
     if not products:
         return []
     errors = []
@@ -179,14 +181,14 @@ def alignment_offsets(database: Database, truth) -> list[Fidelity]:
     return [Fidelity("exposure offsets (exp-align)", f"max |Δ| {worst:.3f}\"", "< 0.05\"", worst < 0.05)]
 
 
-def _rows(database: Database, tag: str, recipe: str) -> list[Reduced]:
+def _rows(database: Database, tag: str, recipe: str, version: str) -> list[Reduced]:
     with database.session() as session:
         rows = session.scalars(select(Reduced).where(Reduced.PRO_CATG == tag, Reduced.recipe_name == recipe,
-                                                     Reduced.status == "ok")).all()
+                                                     Reduced.status == "ok", Reduced.version == str(version))).all()
     return [row for row in rows if Path(row.path).is_file()]
 
 
-def final_cube(database: Database, truth) -> list[Fidelity]:
+def final_cube(database: Database, truth, version: str) -> list[Fidelity]:
     """The combined cube (muse_exp_combine DATACUBE_FINAL) against the scene
     (:mod:`musered.cubetruth`): star fluxes / truth, the same relative to the single
     exposures' scipost cubes (combining must not change fluxes), star positions, and the
@@ -199,7 +201,7 @@ def final_cube(database: Database, truth) -> list[Fidelity]:
 
     combine = step_recipe("exp-combine", "drs")
     rows = []
-    for product in _rows(database, "DATACUBE_FINAL", combine.name):
+    for product in _rows(database, "DATACUBE_FINAL", combine.name, version):
         if not cube_exposures_of(product) & set(truth.exposures):
             continue   # not a cube of this simulation
         scene = cube_scene(Path(product.path), truth)
@@ -210,7 +212,8 @@ def final_cube(database: Database, truth) -> list[Fidelity]:
             rows.append(Fidelity("star fluxes in the final cube / truth",
                                  f"{len(values)} stars, {values.min():.3f} … {values.max():.3f}", "1 ± 0.01",
                                  worst < 0.01))
-        singles = [cube_scene(Path(cube.path), truth) for cube in _rows(database, "DATACUBE_FINAL", combine.from_recipe)
+        singles = [cube_scene(Path(cube.path), truth)
+                   for cube in _rows(database, "DATACUBE_FINAL", combine.from_recipe, version)
                    if cube_exposures_of(cube) & set(scene.exposures)]
         relative = list(relative_flux_ratios(scene, singles).values())
         if relative:
@@ -236,13 +239,13 @@ def cube_exposures_of(row: Reduced) -> set[str]:
     return set(cube_exposures(fits.getheader(row.path)))
 
 
-CHECKS: tuple[Callable[[Database, object], list[Fidelity]], ...] = (
+CHECKS: tuple[Callable[[Database, object, str], list[Fidelity]], ...] = (
     bias_levels, trace_edges, wavelengths, lsf_widths, alignment_offsets, final_cube)
 
 
-def fidelity_table(database: Database, truth) -> list[Fidelity]:
-    """Every check that has products to look at, in pipeline order."""
+def fidelity_table(database: Database, truth, version: str) -> list[Fidelity]:
+    """Every check that has products of reduction ``version`` to look at, in pipeline order."""
     rows: list[Fidelity] = []
     for check in CHECKS:
-        rows.extend(check(database, truth))
+        rows.extend(check(database, truth, version))
     return rows

@@ -1,4 +1,5 @@
-"""The ingest's reading of primary headers: every card as a typed value, fast.
+"""The ingest's reading of primary headers (every card as a typed value, fast), and of the
+QC keywords of every header of a product (:func:`read_qc_headers`, for update-qc).
 
 The header blocks are read and parsed by the block reader the recipes use
 (:mod:`recipes.io.fitsblocks`: only the primary header blocks, one regular expression over
@@ -42,3 +43,38 @@ def read_primary_values(path: str | Path, check_size: bool = True) -> dict[str, 
         if size % BLOCK:
             raise HeaderError(f"truncated file ({size} bytes is not a multiple of {BLOCK})")
     return header
+
+
+def read_qc_headers(path: str | Path) -> list[tuple[str, dict[str, Any]]]:
+    """The ``ESO QC`` keywords of every header of a product, as ``[(hdu, {keyword: value})]``
+    in file order, headers without QC left out.
+
+    ``hdu`` is MuseRed's: ``PRIMARY`` for the primary header, else the EXTNAME without a
+    ``.DATA`` suffix (``CHAN01.DATA`` → ``CHAN01``); the ``.DQ`` and ``.STAT`` headers are
+    skipped (they repeat the DATA ones). Keywords as astropy spells them
+    (``ESO QC BIAS MASTER1 RON``). The HDUs are located by
+    :func:`recipes.io.hdus.fits_index` and only their HIERARCH cards are parsed.
+    Raises HeaderError for a file that is not readable FITS.
+    """
+    from recipes.base import RecipeError
+    from recipes.io.hdus import fits_index
+
+    path = Path(path)
+    try:
+        hdus = fits_index(path)
+    except RecipeError as exc:
+        raise HeaderError(str(exc).split(": ", 1)[-1]) from None
+    out = []
+    with open(path, "rb") as stream:
+        for hdu in hdus:
+            name = "PRIMARY" if hdu.index == 0 else hdu.name or str(hdu.index)
+            base, _, ext = name.partition(".")
+            if ext in ("DQ", "STAT"):
+                continue
+            stream.seek(hdu.header_offset)
+            raw = stream.read(hdu.data_offset - hdu.header_offset)
+            cards = parse_cards(raw, lambda key: key == "HIERARCH")
+            qc = {key: value for key, value in cards.items() if key.startswith("ESO QC ")}
+            if qc:
+                out.append((base if ext == "DATA" else name, qc))
+    return out

@@ -1,9 +1,12 @@
 """Exposure quality flags: the ``flags`` table, one row per (exposure, flag) with a comment.
 
 A row's presence means the exposure carries the flag; there is no "unset" value, removing
-a flag deletes its row. That is what :class:`musered.catalog.Catalog` reads: an exposure
-with any row is excluded by default, or only when one of its flags is listed in a recipe
-block's ``exclude_flags``. ``musered info --exps`` shows the same rows.
+a flag deletes its row. That is what :class:`musered.catalog.Catalog` reads. As in MuseRed,
+a flag alone changes nothing: flagged exposures are processed and combined, and a step
+leaves them out only when its recipe block says ``exclude_flags: true`` (any flag) or
+lists flag names (``exclude_flags: [SATELLITE]``); the step then names each exposure left
+out with its flags. ``musered info --exps`` shows the same rows. Flags are shared by all
+reduction versions (MuseRed keeps one ``flags_{version}`` table per version).
 
 Valid flag names are :data:`QUALITY_FLAGS` (MuseRed's list, plus BAD_ALIGNMENT for our
 ``drs`` alignment) and the names under ``flags`` in the settings. Names are matched
@@ -191,3 +194,17 @@ def flags_by_exposure(database: Database) -> dict[str, list[str]]:
     for entry in list_flags(database):
         out.setdefault(entry.name, []).append(entry.flag)
     return out
+
+
+def block_exclude_flags(settings, block_name: str) -> bool | list[str]:
+    """The ``exclude_flags`` of recipe block ``block_name`` (MuseRed's semantics): False
+    when absent (flagged exposures are used), True (any flag), or the flags named, in
+    their canonical spelling; an unknown flag name is a MuseredError naming the block (a
+    typo must not let flagged exposures in)."""
+    value = settings.recipe_block(block_name).get("exclude_flags", False)
+    if isinstance(value, bool):
+        return value
+    try:
+        return [check_flag(name, settings) for name in value]
+    except MuseredError as exc:
+        raise MuseredError(f"recipes.{block_name}.exclude_flags: {exc}") from None

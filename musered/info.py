@@ -1,245 +1,288 @@
 """``musered info``: what the database holds and how far the reduction went.
 
-Every view is built as plain data first (:class:`InfoTable`: a title, column names and
-rows of text) by a function of the database and the settings, then rendered with rich by
-:func:`render`. Counts show ``--`` for none. Night filters (``--date``, ``--run``) keep
-the rows whose night is one of the dates or inside one of the runs.
+Every view is plain data first, computed by a function of the settings and the database
+(the same function the Python API calls), then a table (:class:`InfoTable`) rendered with
+rich by :func:`render`. The lists are MuseRed's, with its rules (:mod:`musered.inforows`
+for reading and the record conventions):
 
-Conventions: a raw file is counted under its DPR TYPE, except science frames
-(DPR TYPE ``OBJECT``), counted under their OBJECT (the dataset name after mapping).
-Excluded raw files are not counted (``--excluded`` lists them). In ``reduced``, a
-calibration target is a TPL_START, an exposure target an exposure name
-(``YYYY-MM-DDTHH:MM:SS.mmm``), anything else a dataset; a recipe that declares its
-target kind (``recipes.base.Recipe.group``) is classified by that declaration.
+- :func:`nights`: every night of the raw table, calibration-only, excluded and
+  static-calibration nights included (``info --nights``);
+- :func:`runs`: the runs of the settings that have raw files, with their OBJECT
+  exposures and how many of those are flagged (``info --runs``);
+- :func:`datasets`: every dataset of the settings with its exposures (``info --datasets``);
+- :func:`calib_sequences`: the TPL_STARTs of each DPR TYPE, science (``OBJECT``) included,
+  leaving out sequences whose raw files are all excluded (``info --calibs``);
+- :func:`exposures`: the science exposures (DPR TYPE ``OBJECT``) not excluded, per OBJECT
+  (``info --exps``; a standard star is a calibration, listed under ``STD``).
 
-Modules: :mod:`musered.infotable` (the table type and its rendering),
-:mod:`musered.inforows` (night filters and reading the database),
-:mod:`musered.infoquery` (the ``--raw`` query); this module holds the views and
-re-exports the names the ``info`` and ``flags`` commands use.
+Counts show ``--`` for none. ``keep`` (``--date``, ``--run``) keeps the rows of those
+nights. Processed views are in :mod:`musered.infoprocessed`, the raw query in
+:mod:`musered.infoquery`; this module re-exports what the commands use.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from typing import Any
+from dataclasses import dataclass
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, inspect, select, table
 
-from .db import Database, Raw, Reduced
-from .infoquery import RAW_TABLE_COLUMNS, parse_raw_query, raw_query_table
-from .inforows import (
-    ALL_NIGHTS,
-    SCIENCE_TYPE,
-    NightFilter,
-    flags_by_name,
-    raw_rows,
-    raw_type,
-    reduced_kind,
-    reduced_rows,
-    target_kinds,
+from .db import Database
+from .errors import MuseredError
+from .infoprocessed import (
+    exposures_table,
+    overview_lines,
+    processed_calibs_table,
+    processed_science_table,
+    processed_tables,
 )
-from .infotable import NONE, InfoTable, make_console, render
+from .infoquery import RAW_TABLE_COLUMNS, parse_raw_query, raw_query, raw_query_table
+from .inforows import ALL_NIGHTS, SCIENCE_TYPE, NightFilter, Snapshot, count_text
+from .infotable import NONE, Heading, InfoTable, make_console, render, text_of
 
 __all__ = [
-    "ALL_NIGHTS", "CALIB_TYPE_ORDER", "NONE", "RAW_TABLE_COLUMNS", "SCIENCE_TYPE", "InfoTable", "NightFilter",
-    "calib_sequences_table", "calibs_table", "datasets_table", "excluded_tables", "exposures_table",
-    "exps_processed_table", "make_console", "nights_table", "overview_lines", "parse_raw_query",
-    "raw_query_table", "raw_type", "reduced_kind", "render", "runs_table", "tables_table",
+    "ALL_NIGHTS", "CALIB_TYPE_ORDER", "NONE", "RAW_TABLE_COLUMNS", "SCIENCE_TYPE", "DatasetSummary", "Heading",
+    "InfoTable", "NightFilter", "RunSummary", "Snapshot", "calib_sequences", "calib_sequences_table", "datasets",
+    "datasets_table", "excluded_tables", "exposures", "exposures_table", "make_console", "nights", "nights_table",
+    "overview_lines", "parse_raw_query", "processed_calibs_table", "processed_science_table", "processed_tables",
+    "raw_data_table", "raw_query", "raw_query_table", "render", "report_items", "runs", "runs_table",
+    "tables_table", "text_of",
 ]
 
-# Calibration DPR TYPEs in the order of a MUSE calibration plan.
+REPORT_PARTS = ("raw", "calib", "science")
+# Calibration DPR TYPEs in the order of a MUSE calibration plan (columns of the raw table).
 CALIB_TYPE_ORDER = (
     "BIAS", "DARK", "FLAT,LAMP", "FLAT,LAMP,ILLUM", "WAVE", "WAVE,LSF", "WAVE,MASK",
     "FLAT,SKY", "SKY", "STD", "ASTROMETRY",
 )
 
 
-def _count(value: int) -> str:
-    return str(value) if value else NONE
+@dataclass(frozen=True)
+class RunSummary:
+    """A run with raw files: its dates, OBJECT exposures (flagged ones among them), nights."""
+
+    name: str
+    start_date: str
+    end_date: str
+    exposures: int
+    flagged: int
+    nights: int
 
 
-def overview_lines(settings, database: Database) -> list[str]:
-    """Version, file counts and database location."""
-    with database.session() as session:
-        files = session.scalar(select(func.count()).select_from(Raw)) or 0
-        excluded = session.scalar(select(func.count()).select_from(Raw).where(Raw.excluded.is_(True))) or 0
-        products = session.scalar(select(func.count()).select_from(Reduced).where(Reduced.status == "ok")) or 0
+@dataclass(frozen=True)
+class DatasetSummary:
+    """A dataset of the settings: its OBJECT names, exposures and nights."""
+
+    name: str
+    objects: tuple[str, ...]
+    exposures: int
+    flagged: int
+    nights: int
+
+
+def _snap(settings, database: Database, snap: Snapshot | None) -> Snapshot:
+    return snap if snap is not None else Snapshot.load(settings, database)
+
+
+# ---------------------------------------------------------------------- lists
+
+
+def nights(settings, database: Database, *, snap: Snapshot | None = None) -> list[str]:
+    """Every night of the raw table, sorted (MuseRed's ``mr.nights``)."""
+    return sorted({r.night for r in _snap(settings, database, snap).raws if r.night})
+
+
+def runs(settings, database: Database, keep: NightFilter = ALL_NIGHTS, *,
+         snap: Snapshot | None = None) -> list[RunSummary]:
+    """The settings' runs that have raw files (MuseRed's ``mr.runs``), in settings order."""
+    snap = _snap(settings, database, snap)
+    raws = snap.raws_kept(keep)
+    with_data = {r.columns.get("run") for r in raws}
+    out = []
+    for name, run in settings.runs.items():
+        if name not in with_data:
+            continue
+        mine = [r for r in raws if r.columns.get("run") == name and not r.excluded]
+        names = {r.name for r in mine if r.DPR_TYPE == SCIENCE_TYPE}
+        out.append(RunSummary(name, run.start_date.isoformat(), run.end_date.isoformat(), len(names),
+                              sum(n in snap.flags for n in names), len({r.night for r in mine if r.night})))
+    return out
+
+
+def datasets(settings, database: Database, keep: NightFilter = ALL_NIGHTS, *,
+             snap: Snapshot | None = None) -> list[DatasetSummary]:
+    """Every dataset of the settings with its exposures (not excluded) and nights."""
+    snap = _snap(settings, database, snap)
+    found = exposures(settings, database, keep, snap=snap)
+    night_of = {r.name: r.night for r in snap.raws if r.name}
     return [
-        f"Reduction version {settings.version} (revision {settings.revision})",
-        f"{files} raw files ({excluded} excluded), {products} processed products",
-        f"raw_path: {settings.raw_path}",
+        DatasetSummary(name, tuple(dataset.objects or [name]), len(found.get(name, [])),
+                       sum(n in snap.flags for n in found.get(name, [])),
+                       len({night_of[n] for n in found.get(name, []) if night_of.get(n)}))
+        for name, dataset in settings.datasets.items()
     ]
 
 
-def datasets_table(settings, database: Database, keep: NightFilter = ALL_NIGHTS) -> InfoTable:
-    """Datasets of the settings with their OBJECT names and exposure counts."""
-    rows = raw_rows(database, ["OBJECT", "DPR_TYPE", "excluded"], keep)
-    exposures = Counter(r["OBJECT"] for r in rows if r["DPR_TYPE"] == SCIENCE_TYPE and not r["excluded"])
-    nights: dict[str, set] = defaultdict(set)
-    for r in rows:
-        if r["DPR_TYPE"] == SCIENCE_TYPE and not r["excluded"]:
-            nights[r["OBJECT"]].add(r["night"])
-    table = InfoTable("Datasets", ["dataset", "OBJECT", "exposures", "nights"], empty="no datasets in the settings")
-    for name, dataset in settings.datasets.items():
-        table.rows.append([
-            name, ", ".join(dataset.objects) or name, _count(exposures[name]), _count(len(nights[name])),
-        ])
+def calib_sequences(settings, database: Database, keep: NightFilter = ALL_NIGHTS, *,
+                    snap: Snapshot | None = None) -> dict[str, list[str]]:
+    """DPR TYPE -> its TPL_STARTs, sorted (MuseRed's ``mr.calib_exposures``, module docstring)."""
+    members: dict[tuple[str, str], list] = defaultdict(list)
+    for r in _snap(settings, database, snap).raws_kept(keep):
+        if r.DPR_TYPE and r.TPL_START:
+            members[r.DPR_TYPE, r.TPL_START].append(r)
+    out: dict[str, list[str]] = defaultdict(list)
+    for (dpr_type, tpl_start), raws in sorted(members.items()):
+        if not all(r.excluded for r in raws):
+            out[dpr_type].append(tpl_start)
+    return dict(out)
+
+
+def exposures(settings, database: Database, keep: NightFilter = ALL_NIGHTS, *,
+              snap: Snapshot | None = None) -> dict[str, list[str]]:
+    """OBJECT -> its science exposure names, sorted (MuseRed's ``mr.exposures``)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for r in _snap(settings, database, snap).raws_kept(keep):
+        if r.DPR_TYPE == SCIENCE_TYPE and r.name and not r.excluded:
+            out[r.OBJECT or SCIENCE_TYPE].append(r.name)
+    return {obj: sorted(names) for obj, names in sorted(out.items())}
+
+
+# ---------------------------------------------------------------------- tables
+
+
+def datasets_table(settings, database: Database, keep: NightFilter = ALL_NIGHTS, *,
+                   snap: Snapshot | None = None) -> InfoTable:
+    """``info --datasets``."""
+    table = InfoTable("Datasets", ["dataset", "OBJECT", "exposures", "flagged", "nights"],
+                      empty="no datasets in the settings")
+    for d in datasets(settings, database, keep, snap=snap):
+        table.rows.append([d.name, ", ".join(d.objects), count_text(d.exposures), count_text(d.flagged),
+                           count_text(d.nights)])
     return table
 
 
-def runs_table(settings, database: Database, keep: NightFilter = ALL_NIGHTS) -> InfoTable:
-    """Runs of the settings with their date ranges, exposures and nights."""
-    rows = raw_rows(database, ["run", "DPR_TYPE", "excluded"], keep)
-    exposures = Counter(r["run"] for r in rows if r["DPR_TYPE"] == SCIENCE_TYPE and not r["excluded"])
-    nights: dict[str, set] = defaultdict(set)
-    for r in rows:
-        if r["run"] and not r["excluded"]:
-            nights[r["run"]].add(r["night"])
-    table = InfoTable("Runs", ["run", "start_date", "end_date", "exposures", "nights"],
-                      empty="no runs in the settings")
-    for name, run in settings.runs.items():
-        table.rows.append([
-            name, run.start_date.isoformat(), run.end_date.isoformat(),
-            _count(exposures[name]), _count(len(nights[name])),
-        ])
+def runs_table(settings, database: Database, keep: NightFilter = ALL_NIGHTS, *,
+               snap: Snapshot | None = None) -> InfoTable:
+    """``info --runs``."""
+    table = InfoTable("Runs", ["run", "start_date", "end_date", "exposures", "flagged", "nights"],
+                      empty="no run of the settings has raw files")
+    for r in runs(settings, database, keep, snap=snap):
+        table.rows.append([r.name, r.start_date, r.end_date, count_text(r.exposures), count_text(r.flagged),
+                           count_text(r.nights)])
     return table
 
 
-def nights_table(database: Database, keep: NightFilter = ALL_NIGHTS) -> InfoTable:
-    """Raw files per night (rows) and DPR TYPE, or OBJECT for science (columns)."""
-    rows = [r for r in raw_rows(database, ["DPR_TYPE", "OBJECT", "excluded"], keep)
-            if not r["excluded"] and r["night"] and r["DPR_TYPE"]]
-    counts = Counter((r["night"], raw_type(r)) for r in rows)
-    types = {kind for _, kind in counts}
-    calibs = [t for t in CALIB_TYPE_ORDER if t in types]
-    calibs += sorted(t for t in types if t not in CALIB_TYPE_ORDER and not _is_science(t, rows))
-    science = sorted(t for t in types if t not in calibs)
-    columns = calibs + science
+def nights_table(settings, database: Database, keep: NightFilter = ALL_NIGHTS, *,
+                 snap: Snapshot | None = None) -> InfoTable:
+    """``info --nights``: every night with its run and raw file counts."""
+    snap = _snap(settings, database, snap)
+    files: Counter = Counter()
+    excluded: Counter = Counter()
+    run_of: dict[str, str] = {}
+    for r in snap.raws:
+        if r.night:
+            files[r.night] += 1
+            excluded[r.night] += bool(r.excluded)
+            run_of.setdefault(r.night, r.columns.get("run") or NONE)
+    table = InfoTable("Nights", ["night", "run", "raw files", "excluded"], empty="no raw files")
+    for night in nights(settings, database, snap=snap):
+        if keep(night):
+            table.rows.append([night, run_of[night], str(files[night]), count_text(excluded[night])])
+    return table
+
+
+def raw_data_table(settings, database: Database, keep: NightFilter = ALL_NIGHTS, excluded: bool = False, *,
+                   snap: Snapshot | None = None) -> InfoTable:
+    """Raw files per night (rows) and DPR TYPE, OBJECT for science (columns): MuseRed's
+    "Raw data" table. Calibration products (no DPR TYPE) are left out, and excluded files
+    unless ``excluded``."""
+    rows = [r for r in _snap(settings, database, snap).raws_kept(keep)
+            if (excluded or not r.excluded) and r.night and r.DPR_TYPE]
+    kind = {id(r): (r.OBJECT or SCIENCE_TYPE) if r.DPR_TYPE == SCIENCE_TYPE else r.DPR_TYPE for r in rows}
+    counts = Counter((r.night, kind[id(r)]) for r in rows)
+    science = sorted({kind[id(r)] for r in rows if r.DPR_TYPE == SCIENCE_TYPE})
+    calibs = {kind[id(r)] for r in rows if r.DPR_TYPE != SCIENCE_TYPE}
+    columns = [t for t in CALIB_TYPE_ORDER if t in calibs] + sorted(calibs - set(CALIB_TYPE_ORDER)) + science
     table = InfoTable("Raw files per night", ["night", *columns], empty="no raw files")
     for night in sorted({night for night, _ in counts}):
-        table.rows.append([night, *(_count(counts[night, c]) for c in columns)])
+        table.rows.append([night, *(count_text(counts[night, c]) for c in columns)])
     return table
 
 
-def _is_science(kind: str, rows: list[dict]) -> bool:
-    return any(r["DPR_TYPE"] == SCIENCE_TYPE and raw_type(r) == kind for r in rows)
-
-
-def calibs_table(database: Database, keep: NightFilter = ALL_NIGHTS) -> InfoTable:
-    """Processed calibrations: distinct targets per night (rows) and recipe (columns)."""
-    rows = reduced_rows(database, keep)
-    kinds = target_kinds() if rows else {}
-    rows = [r for r in rows if reduced_kind(r, kinds) == "sequence"]
-    return _processed_table("Processed calibrations per night", "night", rows, lambda r: r["night"],
-                            empty="no processed calibrations")
-
-
-def exps_processed_table(database: Database, keep: NightFilter = ALL_NIGHTS) -> InfoTable:
-    """Processed exposures: products per exposure name (rows) and recipe (columns)."""
-    rows = reduced_rows(database, keep)
-    kinds = target_kinds() if rows else {}
-    rows = [r for r in rows if reduced_kind(r, kinds) == "exposure"]
-    return _processed_table("Processed exposures", "name", rows, lambda r: r["name"],
-                            empty="no processed exposures")
-
-
-def _processed_table(title: str, key: str, rows: list[dict], key_of, empty: str) -> InfoTable:
-    # A calibration night counts its targets (sequences); an exposure counts its products.
-    count_targets = key == "night"
-    cells: dict[tuple[str, str], set | int] = defaultdict(set if count_targets else int)
-    for r in rows:
-        if count_targets:
-            cells[key_of(r), r["recipe_name"]].add(r["name"])
-        else:
-            cells[key_of(r), r["recipe_name"]] += 1
-    recipes = sorted({recipe for _, recipe in cells})
-    table = InfoTable(title, [key, *recipes], empty=empty)
-    for row_key in sorted({k for k, _ in cells}):
-        values = []
-        for recipe in recipes:
-            cell = cells.get((row_key, recipe))
-            values.append(_count(len(cell) if isinstance(cell, set) else (cell or 0)))
-        table.rows.append([row_key, *values])
+def calib_sequences_table(settings, database: Database, keep: NightFilter = ALL_NIGHTS, *,
+                          snap: Snapshot | None = None) -> InfoTable:
+    """``info --calibs``: the sequences of :func:`calib_sequences`, with their night, mode,
+    file count and the recipes whose records (this version) are named after them."""
+    snap = _snap(settings, database, snap)
+    sequences = calib_sequences(settings, database, keep, snap=snap)
+    first: dict[tuple[str, str], object] = {}
+    files: Counter = Counter()
+    for r in snap.raws:
+        if r.DPR_TYPE and r.TPL_START and not r.excluded:
+            first.setdefault((r.DPR_TYPE, r.TPL_START), r)
+            files[r.DPR_TYPE, r.TPL_START] += 1
+    processed: dict[str, set] = defaultdict(set)
+    for record in snap.records_kept():
+        processed[record["name"]].add(record["recipe_name"])
+    table = InfoTable("Calibration sequences", ["DPR_TYPE", "TPL_START", "night", "INS_MODE", "files", "processed"],
+                      empty="no raw sequences")
+    for dpr_type, starts in sequences.items():
+        for tpl_start in starts:
+            raw = first[dpr_type, tpl_start]
+            table.rows.append([dpr_type, tpl_start, raw.night or NONE, raw.INS_MODE or NONE,
+                               str(files[dpr_type, tpl_start]), ", ".join(sorted(processed[tpl_start])) or NONE])
     return table
 
 
-def exposures_table(database: Database, keep: NightFilter = ALL_NIGHTS) -> InfoTable:
-    """Science exposures with their flags and what has been processed for each."""
-    raws = [r for r in raw_rows(database, ["name", "OBJECT", "OBJECT_ORIG", "run", "INS_MODE", "EXPTIME",
-                                           "DPR_TYPE", "excluded"], keep) if r["DPR_TYPE"] == SCIENCE_TYPE]
-    flags = flags_by_name(database)
-    reduced = reduced_rows(database, ALL_NIGHTS)
-    kinds = target_kinds() if reduced else {}
-    processed: dict[str, Counter] = defaultdict(Counter)
-    for r in reduced:
-        if reduced_kind(r, kinds) == "exposure":
-            processed[r["name"]][r["recipe_name"]] += 1
-    recipes = sorted({recipe for counter in processed.values() for recipe in counter})
-    table = InfoTable(
-        "Exposures",
-        ["name", "night", "OBJECT", "OBJECT_ORIG", "run", "INS_MODE", "EXPTIME", "flags", *recipes],
-        empty="no science exposures",
-    )
-    for r in raws:
-        flag_text = ", ".join(flags.get(r["name"], [])) or NONE
-        if r["excluded"]:
-            flag_text = "excluded" if flag_text == NONE else f"excluded, {flag_text}"
-        table.rows.append([
-            r["name"] or NONE, r["night"] or NONE, r["OBJECT"] or NONE, r["OBJECT_ORIG"] or NONE,
-            r["run"] or NONE, r["INS_MODE"] or NONE, _number(r["EXPTIME"]), flag_text,
-            *(_count(processed[r["name"]][recipe]) for recipe in recipes),
-        ])
-    return table
-
-
-def calib_sequences_table(database: Database, keep: NightFilter = ALL_NIGHTS) -> InfoTable:
-    """Raw calibration sequences (one TPL_START each) with their file counts."""
-    rows = [r for r in raw_rows(database, ["TPL_START", "DPR_TYPE", "INS_MODE", "excluded"], keep)
-            if r["DPR_TYPE"] and r["DPR_TYPE"] != SCIENCE_TYPE]
-    groups: dict[tuple, list[dict]] = defaultdict(list)
-    for r in rows:
-        groups[r["night"], r["TPL_START"] or NONE, r["DPR_TYPE"], r["INS_MODE"] or NONE].append(r)
-    table = InfoTable("Calibration sequences", ["night", "TPL_START", "DPR_TYPE", "INS_MODE", "files", "excluded"],
-                      empty="no raw calibrations")
-    for (night, tpl_start, dpr_type, mode), members in sorted(groups.items(), key=lambda kv: tuple(map(str, kv[0]))):
-        table.rows.append([night or NONE, tpl_start, dpr_type, mode, str(len(members)),
-                           _count(sum(bool(m["excluded"]) for m in members))])
-    return table
-
-
-def excluded_tables(settings, database: Database, keep: NightFilter = ALL_NIGHTS) -> list[InfoTable]:
-    """Excluded raw files, per-tag exclusions of the settings, and flagged exposures."""
-    tables = [raw_query_table(settings, database, [], keep, excluded_only=True)]
+def excluded_tables(settings, database: Database, keep: NightFilter = ALL_NIGHTS, *,
+                    snap: Snapshot | None = None) -> list[InfoTable]:
+    """Excluded raw files (with the reason), per-tag exclusions of the settings, and flags."""
+    snap = _snap(settings, database, snap)
+    raws = InfoTable("Excluded raw files", ["filename", "night", "DPR_TYPE", "TPL_START", "reason"],
+                     empty="no excluded raw files")
+    for r in snap.raws_kept(keep):
+        if r.excluded:
+            raws.rows.append([r.path.name, r.night or NONE, r.DPR_TYPE or NONE, r.TPL_START or NONE, r.excluded])
     by_tag = {tag: names for tag, names in (settings.frames.get("exclude") or {}).items() if tag != "raw"}
     tag_table = InfoTable("Excluded by tag (frames.exclude)", ["tag", "excluded names"],
                           empty="no per-tag exclusions in the settings")
     for tag, names in by_tag.items():
         tag_table.rows.append([tag, ", ".join(map(str, names))])
-    tables.append(tag_table)
     flag_table = InfoTable("Flagged exposures", ["name", "flags"], empty="no flagged exposures")
-    for name, flags in sorted(flags_by_name(database).items()):
+    for name, flags in sorted(snap.flags.items()):
         flag_table.rows.append([name, ", ".join(flags)])
-    tables.append(flag_table)
-    return tables
+    return [raws, tag_table, flag_table]
 
 
 def tables_table(database: Database) -> InfoTable:
-    """The database tables and their row counts."""
-    from .db.models import Base
-
-    table = InfoTable("Database tables", ["table", "rows"])
-    names = inspect(database.engine).get_table_names()
+    """Every table of the database (imported MuseRed QC tables included) and its rows."""
+    out = InfoTable("Database tables", ["table", "rows"])
     with database.session() as session:
-        for name in sorted(names):
-            model_table = Base.metadata.tables.get(name)
-            if model_table is None:
-                continue
-            count = session.scalar(select(func.count()).select_from(model_table)) or 0
-            table.rows.append([name, str(count)])
-    return table
+        for name in sorted(inspect(database.engine).get_table_names()):
+            count = session.scalar(select(func.count()).select_from(table(name))) or 0
+            out.rows.append([name, str(count)])
+    return out
 
 
-def _number(value: Any) -> str:
-    if value is None:
-        return NONE
-    return f"{value:g}" if isinstance(value, float) else str(value)
+
+def report_items(settings, database: Database, keep: NightFilter = ALL_NIGHTS, parts: str | None = None,
+                 excluded: bool = False, header: bool = True, *, snap: Snapshot | None = None) -> list:
+    """The plain ``info`` report, MuseRed's: header lines, datasets and runs (``header``),
+    then the ``parts`` among raw, calib and science (comma-separated; default all), with
+    excluded files and records counted when ``excluded``."""
+    chosen = [p.strip() for p in (parts or ",".join(REPORT_PARTS)).split(",") if p.strip()]
+    unknown = [p for p in chosen if p not in REPORT_PARTS]
+    if unknown:
+        raise MuseredError(f"--tables {unknown[0]!r}: expected a comma-separated list of {', '.join(REPORT_PARTS)}")
+    snap = _snap(settings, database, snap)
+    items: list = []
+    if header:
+        items += [*overview_lines(settings, database, snap=snap), datasets_table(settings, database, keep, snap=snap),
+                  runs_table(settings, database, keep, snap=snap)]
+    if "raw" in chosen:
+        items.append(raw_data_table(settings, database, keep, excluded, snap=snap))
+    if "calib" in chosen:
+        items.append(processed_calibs_table(settings, database, keep, excluded, snap=snap))
+    if "science" in chosen:
+        items.append(processed_science_table(settings, database, keep, excluded, snap=snap))
+    return items

@@ -1,9 +1,9 @@
 """The tables of ``musered info`` as plain text, and their rendering with rich.
 
-Every view builds an :class:`InfoTable` (a title, column names and rows of text) that
-tests assert on; :func:`render` prints lines and tables, :func:`make_console` gives a
-plain-text console unless the output is a colour terminal. ``--`` (:data:`NONE`) stands
-for a zero count or a missing value, and is dimmed.
+Every view builds an :class:`InfoTable` (a title, column names and rows of text) or
+:class:`Heading` lines that tests assert on; :func:`render` prints lines, headings and
+tables, :func:`make_console` gives a plain-text console unless the output is a colour
+terminal. ``--`` (:data:`NONE`) stands for a zero count or a missing value, and is dimmed.
 """
 
 from __future__ import annotations
@@ -38,6 +38,14 @@ class InfoTable:
         raise KeyError(row_key)
 
 
+@dataclass(frozen=True)
+class Heading:
+    """A highlighted line (``★ Recipe: muse_bias``); ``style`` is a rich style."""
+
+    text: str
+    style: str = "bold green"
+
+
 def _is_count(text: str) -> bool:
     # count columns are right-aligned
     return text == NONE or text.replace(".", "", 1).isdigit()
@@ -54,8 +62,8 @@ def make_console(file: IO[str], no_color: bool = False):
     return Console(file=file, highlight=False, emoji=False)
 
 
-def render(console, items: Iterable[str | InfoTable]) -> None:
-    """Print lines and tables; an empty table prints its ``empty`` message."""
+def render(console, items: Iterable[str | Heading | InfoTable]) -> None:
+    """Print lines, headings and tables; an empty table prints its ``empty`` message."""
     from rich import box
     from rich.table import Table
     from rich.text import Text
@@ -63,6 +71,9 @@ def render(console, items: Iterable[str | InfoTable]) -> None:
     for item in items:
         if isinstance(item, str):
             console.print(Text(item))
+            continue
+        if isinstance(item, Heading):
+            console.print(Text(item.text, style=item.style))
             continue
         console.print()
         console.print(Text(item.title, style="bold"))
@@ -76,3 +87,18 @@ def render(console, items: Iterable[str | InfoTable]) -> None:
         for row in item.rows:
             table.add_row(*(Text(cell, style="dim" if cell == NONE else "") for cell in row))
         console.print(table)
+
+
+def text_of(value) -> str:
+    """A value as table text: ``--`` for None, ``yes``/``no``, floats with ``%g``."""
+    import datetime as dt
+
+    if value is None or value == "":
+        return NONE
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, dt.datetime):
+        return value.isoformat(timespec="seconds")
+    return str(value)

@@ -6,9 +6,13 @@ Derived columns: ``night`` (cutoff rule, :mod:`musered.nights`), ``run``
 (``settings.run_of``), ``name`` (exposure name from the archive file name, else from
 DATE-OBS), ``OBJECT`` mapped to its dataset name through ``settings.datasets`` with the
 header value kept in ``OBJECT_ORIG``, ``excluded`` from ``frames.exclude.raw``.
-``settings.additional_keywords`` go to the JSON column ``extra`` under their column name
-(``ESO OBS OBSERVER`` → ``OBS_OBSERVER``); the whole primary header goes to ``header``
-as JSON (COMMENT/HISTORY cards left out).
+Every keyword MuseRed makes a raw column of is a real column (:data:`musered.rawrows.KEYWORDS`);
+``settings.additional_keywords`` each get a real column too, added to the table when first
+written (:mod:`musered.db.rawtable`), and are also kept in the JSON column ``extra`` under
+their column name (``ESO OBS OBSERVER`` → ``OBS_OBSERVER``); the whole primary header goes
+to ``header`` as JSON (COMMENT/HISTORY cards left out).
+Besides raw frames (DPR keywords) and products (PRO CATG), the MUSE files the archive
+delivers without either (``M.MUSE.*`` static calibrations) are ingested.
 Headers are read by :func:`musered.fitsheader.read_primary_values` (the block reader of
 :mod:`recipes.io.fitsblocks`) and turned into rows by :mod:`musered.rawrows`.
 
@@ -35,12 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy import delete, select
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from recipes.io.fitsblocks import HeaderError
 
 from .db import Database, Raw
+from .db.rawtable import ensure_additional_columns, upsert_raw
 from .errors import MuseredError
 from .fitsheader import read_primary_values
 from .rawrows import RowContext, header_to_row
@@ -179,7 +184,7 @@ def update_db(settings, database: Database, force: bool = False, progress: bool 
             todo.append((path, stat))
     report.missing = sorted(set(known) - seen)
 
-    writer = _RowWriter(database, known, report)
+    writer = _RowWriter(database, known, report, context.additional)
     for extra, _ in report.duplicates:
         writer.forget(extra)  # ingested by an earlier run, before its twin appeared
     with _progress(progress and len(todo) >= PROGRESS_MIN_FILES, len(todo)) as advance:
@@ -196,6 +201,7 @@ def update_db(settings, database: Database, force: bool = False, progress: bool 
                 writer.add(row)
             advance()
         writer.flush()
+    writer.ensure_columns([])  # an additional keyword new in the settings, no file re-read
 
     if nightlogs:
         result = ingest_nightlogs(nightlogs, database)
@@ -243,12 +249,27 @@ class _progress:
 class _RowWriter:
     """Batches rows and writes each batch in one short transaction (upsert on path)."""
 
-    def __init__(self, database: Database, known: dict, report: IngestReport):
+    def __init__(self, database: Database, known: dict, report: IngestReport,
+                 additional: Sequence[tuple[str, str]] = ()):
         self.database = database
         self.known = known
         self.report = report
+        self.additional = tuple(additional)
+        self.table = None  # the raw table with the additional keywords' columns
         self.rows: list[dict[str, Any]] = []
         self.stale: list[str] = []
+
+    def ensure_columns(self, rows: Sequence[dict[str, Any]]):
+        """The raw table with a column per additional keyword (added once, typed from the
+        first rows written)."""
+        if self.table is None and not self.additional:
+            self.table = Raw.__table__
+        if self.table is None:
+            def ensure():
+                with self.database.engine.begin() as conn:
+                    return ensure_additional_columns(conn, self.additional, [r["header"] for r in rows])
+            self.table = _retry_locked(ensure)
+        return self.table
 
     def add(self, row: dict[str, Any]) -> None:
         row["ingested"] = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -268,8 +289,9 @@ class _RowWriter:
             _retry_locked(lambda: self._delete(stale))
         if not rows:
             return
+        table = self.ensure_columns(rows)
         try:
-            _retry_locked(lambda: _upsert(self.database, rows))
+            _retry_locked(lambda: _upsert(self.database, rows, table))
         except SQLAlchemyError:
             rows = self._one_by_one(rows)  # one bad row must not lose the whole batch
         for row in rows:
@@ -283,7 +305,7 @@ class _RowWriter:
         written = []
         for row in rows:
             try:
-                _retry_locked(lambda: _upsert(self.database, [row]))
+                _retry_locked(lambda: _upsert(self.database, [row], self.table))
             except SQLAlchemyError as exc:
                 reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
                 self.report.failed.append((row["path"], f"rejected by the database: {reason}"))
@@ -298,38 +320,10 @@ class _RowWriter:
             session.execute(delete(Raw).where(Raw.path.in_(paths)))
 
 
-_UPSERT_SKIP = {"id", "path"}
-
-
-def _upsert(database: Database, rows: Sequence[dict[str, Any]]) -> None:
+def _upsert(database: Database, rows: Sequence[dict[str, Any]], table) -> None:
     """Insert rows, updating those whose path another run (or process) already stored."""
-    table = Raw.__table__
-    dialect = database.engine.dialect.name
-    columns = [c.name for c in table.columns if c.name not in _UPSERT_SKIP]
-    rows = [{c: row.get(c) for c in ["path", *columns]} for row in rows]
-    if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        stmt = dialect_insert(table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[table.c.path], set_={c: stmt.excluded[c] for c in columns}
-        )
-        with database.engine.begin() as conn:
-            conn.execute(stmt, rows)
-        return
-    # Generic back end: insert the batch; if a path exists already, go row by row.
-    try:
-        with database.engine.begin() as conn:
-            conn.execute(insert(table), rows)
-    except IntegrityError:
-        for row in rows:
-            with database.engine.begin() as conn:
-                values = {c: row[c] for c in columns}
-                done = conn.execute(update(table).where(table.c.path == row["path"]).values(**values))
-                if done.rowcount == 0:
-                    conn.execute(insert(table).values(path=row["path"], **values))
+    with database.engine.begin() as conn:
+        upsert_raw(conn, table, rows)
 
 
 def _is_locked(exc: OperationalError) -> bool:

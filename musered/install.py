@@ -6,6 +6,11 @@ only after the new one is in place, and restored if recording fails) and records
 product with its provenance in one transaction. :func:`failure_log` keeps the reason,
 traceback and recipe log of a failed run under ``logs/failed/``. :func:`is_done`: products
 exist in the target's folder and were made from the same inputs with the same parameters.
+
+Only the rows of the settings' ``version`` are read, replaced or written. Records copied
+from another version (``musered copy-reduced``) keep the paths of that version's products:
+a product counts for its target when its folder ends with the target's folder
+(``MASTER_BIAS/2017-06-16T10:40:27.WFM-NOAO-N``), under whichever ``reduced_path``.
 """
 
 from __future__ import annotations
@@ -31,11 +36,12 @@ from .worker import LOG_NAME, JobResult, one_line
 
 logger = logging.getLogger(__name__)
 
-def done_records(database, block_name: str) -> dict[str, list[tuple[Path, dict, Any]]]:
-    """Per target name, the (path, input frames, params) of the block's status-ok products."""
+def done_records(database, block_name: str, version: str) -> dict[str, list[tuple[Path, dict, Any]]]:
+    """Per target name, the (path, input frames, params) of the block's status-ok products
+    of reduction ``version``."""
     with database.session() as session:
         rows = session.execute(select(Reduced.name, Reduced.path, Reduced.frames, Reduced.params).where(
-            Reduced.recipe_name == block_name, Reduced.status == "ok")).all()
+            Reduced.recipe_name == block_name, Reduced.status == "ok", Reduced.version == str(version))).all()
     out: dict[str, list[tuple[Path, dict, Any]]] = {}
     for name, path, frames, recorded in rows:
         out.setdefault(name, []).append((Path(path), frames or {}, recorded))
@@ -44,10 +50,11 @@ def done_records(database, block_name: str) -> dict[str, list[tuple[Path, dict, 
 
 def is_done(records: Mapping[str, list[tuple[Path, dict, Any]]], recipe: Recipe, target: Target,
              final: Path, params: Mapping[str, Any]) -> bool:
-    """Products of this target exist in its folder, made from the same inputs (the
+    """Products of this target exist in its folder (``final``, or the same folder of the
+    reduced tree of the version they were copied from), made from the same inputs (the
     target's input files: a dataset or run whose exposures changed is redone) with the
     same parameters."""
-    products = [r for r in records.get(target.name, []) if r[0].is_relative_to(final)]
+    products = [r for r in records.get(target.name, []) if in_target_folder(r[0], final, target)]
     if not products or not all(path.is_file() for path, _, _ in products):
         return False
     wanted = {tag: sorted(str(p) for p in paths) for tag, paths in target.inputs.items()}
@@ -57,6 +64,15 @@ def is_done(records: Mapping[str, list[tuple[Path, dict, Any]]], recipe: Recipe,
         if made_from != wanted or (recorded is not None and recorded != safe_params):
             return False
     return True
+
+
+def in_target_folder(path: Path, final: Path, target: Target) -> bool:
+    """Is ``path`` a product of ``target``: inside ``final``, or inside a folder ending with
+    ``target.folder`` (a record copied from another version's reduced tree)?"""
+    if path.is_relative_to(final):
+        return True
+    parts, folder = path.parts, target.folder.parts
+    return any(parts[i:i + len(folder)] == folder for i in range(len(parts) - len(folder)))
 
 
 class InstallError(Exception):
@@ -106,10 +122,13 @@ def install_products(settings, database, block_name, params, target, assoc, tmp,
     paths = [final / rel for _product, rel in products]
     try:
         with database.session() as session:
+            # the rows this run replaces: this version's products of the target, its own or
+            # copied from another version (those files are kept: they belong to that version)
             stale = session.scalars(select(Reduced).where(
-                Reduced.recipe_name == block_name, Reduced.name == target.name)).all()
+                Reduced.recipe_name == block_name, Reduced.name == target.name,
+                Reduced.version == str(settings.version))).all()
             for row in stale:
-                if Path(row.path).is_relative_to(final):
+                if in_target_folder(Path(row.path), final, target):
                     session.delete(row)
             for (product, _rel), path in zip(products, paths):
                 session.add(Reduced(

@@ -24,8 +24,10 @@ only its weather block; everything else in the file is ignored. The expected lay
   line or the first line that does not start with a time.
 - ``Time`` is UT, ``HH:MM`` or ``HH:MM:SS``. ``Conditions`` and ``Comment`` are free
   text; the comment may be missing.
-- The night is the ISO date of a ``Date:`` or ``Night:`` line, else the first
-  ``YYYY-MM-DD`` in the file name (``MUSE.2017-06-15.NL.txt``). A time at or after noon
+- The night is the ISO date of a ``Date:`` or ``Night:`` line, else the observing
+  night of the exposure timestamp in the file name (``MUSE.2017-06-16T01:34:56.867.NL.txt``
+  → 2017-06-15, the archive's naming), else the first ``YYYY-MM-DD`` in the file name
+  (``MUSE.2017-06-15.NL.txt``). A time at or after noon
   UT belongs to the night's calendar date, a time before noon to the next day
   (Paranal nights run from about 22:00 to 10:00 UT).
 
@@ -78,7 +80,16 @@ class NightlogResult:
 
 
 def night_of_log(text: str, filename: str) -> str:
-    """The ISO night a log describes (``Date:``/``Night:`` line, else the file name)."""
+    """The ISO night a log describes (``Date:``/``Night:`` line, else the file name).
+
+    A log named after its exposure (``MUSE.2017-06-16T01:34:56.867.NL.txt``) describes
+    the observing night of that exposure (2017-06-15), as MuseRed has it.
+    """
+    from .nights import night_of, parse_date_obs, timestamp_from_filename
+
+    stamp = None if _NIGHT_LINE.search(text) else timestamp_from_filename(filename)
+    if stamp is not None:
+        return night_of(parse_date_obs(stamp))
     match = _NIGHT_LINE.search(text) or _ISO_DATE.search(filename)
     if match is None:
         raise NightlogError("no night: neither a 'Date:' line nor a YYYY-MM-DD in the file name")

@@ -4,7 +4,8 @@
 converted (the whole header → metadata map in one place). Derived columns: ``night``
 (cutoff rule, :mod:`musered.nights`), ``run`` (``settings.run_of``), ``name``, ``OBJECT``
 mapped to its dataset with the header value kept in ``OBJECT_ORIG``, ``excluded`` from
-``frames.exclude.raw``; additional keywords go to ``extra`` under their column name.
+``frames.exclude.raw``; additional keywords go to their own column (added to the table by
+:mod:`musered.db.rawtable`) and to ``extra``, both under their column name.
 :func:`row_matches` selects rows by a settings query through the one matcher,
 :func:`musered.matching.value_matches`.
 """
@@ -41,6 +42,11 @@ def _as_float(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _as_int(value: Any) -> int | None:
+    number = _as_float(value)
+    return int(number) if number is not None and number.is_integer() else None
+
+
 @dataclass(frozen=True)
 class Keyword:
     """One header keyword ingested as a raw column."""
@@ -63,6 +69,30 @@ KEYWORDS: tuple[Keyword, ...] = (
     Keyword("ESO TPL ID", "TPL_ID", _as_str),
     Keyword("ESO INS MODE", "INS_MODE", _as_str),
     Keyword("ESO INS TEMP7 VAL", "INS_TEMP7_VAL", _as_float),
+    # MuseRed's other raw columns (its RAW_FITS_KEYWORDS), same names
+    Keyword("ORIGFILE", "ORIGFILE", _as_str),
+    Keyword("INSTRUME", "INSTRUME", _as_str),
+    Keyword("RA", "RA", _as_float),
+    Keyword("DEC", "DEC", _as_float),
+    Keyword("ESO INS DROT POSANG", "INS_DROT_POSANG", _as_float),
+    Keyword("ESO INS TEMP4 VAL", "INS_TEMP4_VAL", _as_float),
+    Keyword("ESO INS TEMP11 VAL", "INS_TEMP11_VAL", _as_float),
+    Keyword("ESO OBS NAME", "OBS_NAME", _as_str),
+    Keyword("ESO OBS START", "OBS_START", _as_str),
+    Keyword("ESO OBS TARG NAME", "OBS_TARG_NAME", _as_str),
+    Keyword("ESO OCS SGS AG FWHMX MED", "OCS_SGS_AG_FWHMX_MED", _as_float),
+    Keyword("ESO OCS SGS AG FWHMY MED", "OCS_SGS_AG_FWHMY_MED", _as_float),
+    Keyword("ESO OCS SGS AG FWHMX RMS", "OCS_SGS_AG_FWHMX_RMS", _as_float),
+    Keyword("ESO OCS SGS AG FWHMY RMS", "OCS_SGS_AG_FWHMY_RMS", _as_float),
+    Keyword("ESO OCS SGS FWHM MED", "OCS_SGS_FWHM_MED", _as_float),
+    Keyword("ESO OCS SGS FWHM RMS", "OCS_SGS_FWHM_RMS", _as_float),
+    Keyword("ESO PRO DATANCOM", "PRO_DATANCOM", _as_int),
+    Keyword("ESO TEL AIRM START", "TEL_AIRM_START", _as_float),
+    Keyword("ESO TEL AIRM END", "TEL_AIRM_END", _as_float),
+    Keyword("ESO TEL AMBI WINDDIR", "TEL_AMBI_WINDDIR", _as_float),
+    Keyword("ESO TEL AMBI WINDSP", "TEL_AMBI_WINDSP", _as_float),
+    Keyword("ESO TEL MOON RA", "TEL_MOON_RA", _as_float),
+    Keyword("ESO TEL MOON DEC", "TEL_MOON_DEC", _as_float),
 )
 # DATE-OBS -> DATE_OBS is parsed separately: it drives night and name and must be valid.
 
@@ -142,13 +172,15 @@ def header_to_row(path: Path, header: dict[str, Any], context: RowContext) -> di
     """The raw row of a file, without the bookkeeping columns (size, mtime, ingested).
 
     Raises :class:`HeaderError` for a raw frame (DPR keywords) without a valid DATE-OBS,
-    and for a FITS file that is neither a raw frame nor a product (no DPR nor PRO CATG).
+    and for a FITS file that is neither a raw frame nor a product (no DPR nor PRO CATG)
+    nor a MUSE archive file (:func:`is_muse_file`).
     """
     row: dict[str, Any] = {kw.column: kw.convert(header.get(kw.keyword)) for kw in KEYWORDS}
     row["path"], row["filename"] = str(path), path.name
     is_raw = any(header.get(f"ESO DPR {k}") is not None for k in ("CATG", "TYPE", "TECH"))
-    if not is_raw and row["PRO_CATG"] is None:
-        raise HeaderError("no ESO DPR keywords nor ESO PRO CATG: not a MUSE raw file or product")
+    if not is_raw and row["PRO_CATG"] is None and not is_muse_file(header):
+        raise HeaderError("no ESO DPR keywords nor ESO PRO CATG, and not a MUSE archive file: "
+                          "not a MUSE raw file or product")
     date_obs = None
     if header.get("DATE-OBS") is not None:
         try:
@@ -165,6 +197,8 @@ def header_to_row(path: Path, header: dict[str, Any], context: RowContext) -> di
     original = row["OBJECT_ORIG"]
     row["OBJECT"] = context.object_map.get(original, original) if original is not None else None
     row["extra"] = {column: header.get(keyword) for keyword, column in context.additional}
+    for column, value in row["extra"].items():
+        row.setdefault(column, value)  # its own column too (musered.db.rawtable); KEYWORDS win
     row["header"] = header
     row["excluded"] = any(row_matches(row, query) for query in context.exclusions)
     for column, length in _STRING_LENGTHS.items():
@@ -172,6 +206,14 @@ def header_to_row(path: Path, header: dict[str, Any], context: RowContext) -> di
         if isinstance(value, str) and len(value) > length:
             row[column] = value[:length]  # the full value stays in the header JSON
     return row
+
+
+def is_muse_file(header: dict[str, Any]) -> bool:
+    """A file the ESO archive delivered for MUSE without DPR keywords nor PRO CATG (old
+    static calibrations, ``M.MUSE.*``): its ARCFILE says MUSE, or its INSTRUME does.
+    MuseRed ingests them; they are never a recipe input by tag (they have none)."""
+    arcfile = str(header.get("ARCFILE") or "")
+    return arcfile.startswith(("M.MUSE.", "MUSE.")) or str(header.get("INSTRUME") or "").strip() == "MUSE"
 
 
 _STRING_LENGTHS = {

@@ -130,7 +130,8 @@ def _night_anchor(night: str) -> str:
 
 def build_report(settings, database: Database, out: str | Path | None = None,
                  runs: Sequence[Run] | None = None) -> Path:
-    """Write the report into ``out`` (default ``{reduced_path}/report``); return index.html."""
+    """Write the report of the settings' reduction ``version`` (its runs only) into ``out``
+    (default ``{reduced_path}/report``); return index.html."""
     out = Path(out) if out is not None else Path(settings.reduced_path) / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -138,7 +139,7 @@ def build_report(settings, database: Database, out: str | Path | None = None,
         raise MuseredError(f"cannot create the report folder {out}: {exc.strerror or exc}") from None
     plot_dir = out / "plots"
     plot_dir.mkdir(exist_ok=True)
-    runs = list(collect_runs(database) if runs is None else runs)
+    runs = list(collect_runs(database, str(settings.version)) if runs is None else runs)
     by_night: dict[str, dict[str, list[Run]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         by_night[run.night or NO_NIGHT][run.recipe_name].append(run)
@@ -202,5 +203,5 @@ def _flags_html(database: Database) -> str:
     rows = "".join(f"<tr><td>{_e(e.name)}</td><td>{_e(e.night or '–')}</td><td>{_e(e.flag)}</td>"
                    f"<td>{_e(e.comment or '')}</td></tr>" for e in entries)
     return (f"<details><summary>{len(entries)} exposure flag{'s' if len(entries) > 1 else ''} "
-            "(flagged exposures are excluded by default)</summary>"
+            "(used unless a recipe block says exclude_flags)</summary>"
             f"<table><tr><th>exposure</th><th>night</th><th>flag</th><th>comment</th></tr>{rows}</table></details>")

@@ -72,11 +72,15 @@ class Run:
         return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def collect_runs(database: Database) -> list[Run]:
-    """Every run recorded in ``reduced``, sorted by night (dataset runs last), recipe order
-    and target name."""
+def collect_runs(database: Database, version: str | None = None) -> list[Run]:
+    """Every run recorded in ``reduced`` for reduction ``version`` (None: every version;
+    the report passes the settings' version), sorted by night (dataset runs last), recipe
+    order and target name."""
+    query = select(Reduced).order_by(Reduced.id)
+    if version is not None:
+        query = query.where(Reduced.version == str(version))
     with database.session() as session:
-        rows = session.scalars(select(Reduced).order_by(Reduced.id)).all()
+        rows = session.scalars(query).all()
     runs: dict[tuple, Run] = {}
     for row in rows:
         key = (row.recipe_name, row.name, row.output_dir or "", row.night)

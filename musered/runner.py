@@ -16,6 +16,7 @@ The process-calib / process-exp / exp-* commands are thin wrappers on :func:`run
         report=True,                         # print the summary table at the end
         dataset_suffix="",                   # dataset targets: name suffix (e.g. "_drs")
         inputs_query=None,                   # only inputs matching it: {"night": [...]} (exp-align --date)
+        exposure_selection=None,             # dataset targets: musered.selection.ExposureSelection
     )
     if summary.failed:
         raise MuseredError(summary.failure_message())   # exit non-zero naming what failed
@@ -28,13 +29,17 @@ The process-calib / process-exp / exp-* commands are thin wrappers on :func:`run
 For each selected target (see :mod:`musered.targets`), in time order:
 
 1. skip it when done: ``reduced`` holds status-ok products of this block (recipe name or
-   ``--params`` block) and target inside its final folder, those files exist, and they
-   were made from the same inputs with the same parameters (``--force`` re-runs);
+   ``--params`` block), target and settings ``version`` inside its final folder (or the
+   same folder of another version's tree, for records copied by ``copy-reduced``), those
+   files exist, and they were made from the same inputs with the same parameters
+   (``--force`` re-runs);
 2. associate (:mod:`musered.association`); a missing calibration fails this target only;
 3. merge the parameters once per step: recipe defaults < ``recipes.common.params`` <
    the block's ``params`` < ``cli_params`` (:meth:`Settings.recipe_params`);
 4. run ``recipe.run(frames, params, tmpdir)`` on the executor in a sibling folder
-   ``{final}.tmp-XXXX``; the ``recipes`` loggers of that run go to ``log.txt`` there;
+   ``{final}.tmp-XXXX``; ``log.txt`` there starts with the association (frames chosen and
+   why, and for a dataset or run the exposures used and those left out, with the reason),
+   then gets the records of the ``recipes`` loggers of that run;
 5. on success, rename the folder into place (an older one is replaced only after the new
    one is in place, and restored if recording fails) and record every product in
    ``reduced`` in one transaction, with provenance: merged params, inputs and
@@ -68,9 +73,10 @@ from recipes.base import Recipe
 from .association import Association, associate, describe
 from .errors import MuseredError
 from .executors import Executor, make_executor
+from .flags import block_exclude_flags
 from .install import InstallError, check_products, done_records, failure_log, install_products, is_done
 from .catalog import Catalog
-from .targets import Target, check_selection, discover_targets, select_targets, target_matches
+from .targets import Target, check_selection, discover_targets, select_targets, summarize_left_out, target_matches
 from .worker import LOG_NAME, RECIPES_LOGGER, Job, JobResult, execute, one_line
 
 logger = logging.getLogger(__name__)
@@ -81,7 +87,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TargetResult:
     """What happened to one target: ``ok``, ``failed``, ``done`` (already reduced,
-    skipped), ``excluded`` (its raw files are excluded or flagged) or ``dry-run``."""
+    skipped), ``excluded`` (its raw files are excluded, or flagged with the block's
+    ``exclude_flags``) or ``dry-run``. ``left_out``: for a dataset or run target, the
+    exposures not used and why."""
 
     name: str
     folder: str
@@ -91,6 +99,7 @@ class TargetResult:
     qc: dict[str, Any] = field(default_factory=dict)
     products: list[Path] = field(default_factory=list)
     log_path: Path | None = None
+    left_out: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -129,6 +138,8 @@ class StepSummary:
             runtime = f"{r.runtime:.1f} s" if r.runtime is not None else "--"
             detail = r.reason if r.status != "ok" else "  ".join(
                 f"{k}={v}" for k, v in main_qc(r.qc, summary_qc).items())
+            if r.left_out:
+                detail += f"  left out: {summarize_left_out(r.left_out)}"
             table.add_row(r.name, r.status, runtime, detail)
         return table
 
@@ -164,7 +175,8 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
              params_block: str | None = None, cli_params: Mapping[str, Any] | None = None,
              force: bool = False, dry_run: bool = False, executor: Executor | None = None,
              jobs: int | None = None, progress: bool = True, console=None, report: bool = True,
-             dataset_suffix: str = "", inputs_query: Mapping[str, Any] | None = None) -> StepSummary:
+             dataset_suffix: str = "", inputs_query: Mapping[str, Any] | None = None,
+             exposure_selection=None) -> StepSummary:
     """Run ``recipe`` on the selected targets (see the module docstring)."""
     from rich.console import Console
 
@@ -172,9 +184,11 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
     block_name = params_block or recipe.name
     params = settings.recipe_params(recipe, params_block, cli_params)
     block = settings.recipe_block(block_name)
-    catalog = Catalog.from_database(database, settings, block.get("exclude_flags", True))
+    # MuseRed's flag policy: flagged exposures are used unless the block says exclude_flags
+    catalog = Catalog.from_database(database, settings, block_exclude_flags(settings, block_name))
     check_selection(selection, catalog, settings)
-    targets, skipped = discover_targets(recipe, catalog, settings, block, dataset_suffix, inputs_query)
+    targets, skipped = discover_targets(recipe, catalog, settings, block, dataset_suffix, inputs_query,
+                                        exposure_selection)
     targets = select_targets(targets, selection, settings)
     summary = StepSummary(recipe=block_name)
     for s in skipped:
@@ -184,11 +198,12 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
     reduced_path = Path(settings.reduced_path)
     results: dict[int, TargetResult] = {}
     work: list[tuple[int, Target, Association]] = []
-    records = {} if force else done_records(database, block_name)
+    records = {} if force else done_records(database, block_name, settings.version)
     for index, target in enumerate(targets):
         final = reduced_path / target.folder
         if not force and is_done(records, recipe, target, final, params):
-            results[index] = TargetResult(target.name, str(target.folder), "done", "already done")
+            results[index] = TargetResult(target.name, str(target.folder), "done", "already done",
+                                          left_out=target.left_out)
             if dry_run:
                 console.print(f"{target.name} -> {target.folder}: already done, skipped (--force to redo)",
                               markup=False, highlight=False, soft_wrap=True)
@@ -198,7 +213,8 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
                 raise MuseredError(target.problem)
             assoc = associate(recipe, target, catalog, settings, block, block_name)
         except MuseredError as exc:
-            results[index] = TargetResult(target.name, str(target.folder), "failed", str(exc))
+            results[index] = TargetResult(target.name, str(target.folder), "failed", str(exc),
+                                          left_out=target.left_out)
             if not dry_run:
                 logger.error("%s %s: %s", block_name, target.name, exc)
             else:
@@ -208,7 +224,8 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
             continue
         problem = _input_problem(recipe, assoc)
         if problem:
-            results[index] = TargetResult(target.name, str(target.folder), "failed", problem)
+            results[index] = TargetResult(target.name, str(target.folder), "failed", problem,
+                                          left_out=target.left_out)
             if not dry_run:
                 logger.error("%s %s: %s", block_name, target.name, problem)
                 continue
@@ -219,7 +236,8 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
                           + (", ".join(f"{k}={v}" for k, v in params.items()) or "none"),
                           markup=False, highlight=False, soft_wrap=True)
             if not problem:
-                results[index] = TargetResult(target.name, str(target.folder), "dry-run", "not run (--dry-run)")
+                results[index] = TargetResult(target.name, str(target.folder), "dry-run", "not run (--dry-run)",
+                                              left_out=target.left_out)
             else:
                 console.print(f"  ERROR: {problem}", markup=False, highlight=False, soft_wrap=True)
             continue
@@ -306,6 +324,7 @@ def _execute_all(settings, database, recipe, block_name, params, work, executor,
             final.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=final.parent))
             tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the final folder must not be
+            write_log_header(tmp / LOG_NAME, block_name, settings.version, assoc)
             job = Job(recipe, assoc.frames, params, tmp, _recipes_loglevel())
             pending[executor.submit(execute, job)] = (index, target, assoc, tmp, final)
         with bar:
@@ -351,10 +370,28 @@ def _conclude(settings, database, recipe, block_name, params, target, assoc, tmp
                 qc.update(product.qc)
             logger.info("%s %s: ok (%.1f s)", block_name, target.name, outcome.runtime)
             return TargetResult(target.name, folder, "ok", runtime=outcome.runtime, qc=qc,
-                                products=paths, log_path=final / LOG_NAME)
+                                products=paths, log_path=final / LOG_NAME, left_out=target.left_out)
     log_path = failure_log(settings, block_name, target, tmp, outcome)
     shutil.rmtree(tmp, ignore_errors=True)
     reason = outcome.reason + (f" (traceback in {log_path})" if outcome.traceback and log_path else "")
     logger.error("%s %s: failed: %s", block_name, target.name, reason)
     return TargetResult(target.name, folder, "failed", reason, runtime=outcome.runtime,
-                        log_path=log_path)
+                        log_path=log_path, left_out=target.left_out)
+
+
+def write_log_header(path: Path, block_name: str, version: str, assoc: Association) -> None:
+    """Start a run's log with what it was given: the target, for a dataset or run the
+    exposures used and those left out (with the reason), then every tag's frames and
+    search log; in the recipe log's line format (the recipe's records follow)."""
+    target = assoc.target
+    lines = [f"{block_name} {target.name} ({target.kind}) -> {target.folder}, version {version}"]
+    if target.kind in ("dataset", "run"):
+        lines.append(f"{len(target.members)} exposure(s) used: {', '.join(target.members)}")
+        lines.append(f"{len(target.left_out)} exposure(s) left out" + (":" if target.left_out else ""))
+        lines.extend(f"  {name}: {reason}" for name, reason in sorted(target.left_out.items()))
+    lines.extend(assoc.lines())
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with open(path, "a", encoding="utf-8") as log:
+        for line in lines:
+            record = logging.LogRecord(__name__, logging.INFO, __file__, 0, line, None, None)
+            log.write(formatter.format(record) + "\n")

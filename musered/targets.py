@@ -29,6 +29,10 @@ from typing import Any
 from .catalog import Catalog, ProductFrame, RawFrame, excluded_exposures
 from .errors import MuseredError
 from .matching import any_matches
+from .selection import ExposureSelection, describe
+
+# A dataset's exposures are its raw files of this tag (DPR TYPE OBJECT) with its OBJECT.
+SCIENCE_TAG = "OBJECT"
 
 # ---------------------------------------------------------------- targets
 
@@ -51,6 +55,7 @@ class Target:
     log: list[str] = field(default_factory=list)
     nights: tuple[str, ...] = ()   # run targets: the nights of their inputs
     problem: str | None = None     # why this target cannot run (it fails with this reason)
+    left_out: dict[str, str] = field(default_factory=dict)  # dataset/run: exposure -> why not used
 
 
 @dataclass(frozen=True)
@@ -78,11 +83,15 @@ def from_recipe_of(recipe, block: Mapping[str, Any]) -> str | None:
 
 def discover_targets(recipe, catalog: Catalog, settings, block: Mapping[str, Any] | None = None,
                      dataset_suffix: str = "", inputs_query: Mapping[str, Any] | None = None,
+                     exposure_selection: ExposureSelection | None = None,
                      ) -> tuple[list[Target], list[Skipped]]:  # fmt: skip
     """All targets of ``recipe`` in the catalog, sorted by time, and those skipped (why).
 
     ``inputs_query``: only raw files and products whose columns match it enter as inputs
     (exp-align ``--date``: ``{"night": [...]}``; std-combine ``--mode``: ``{"INS_MODE": ...}``).
+    ``exposure_selection`` (dataset recipes: a block's ``select`` or one
+    ``names_with_selection`` entry, :mod:`musered.selection`): only the exposures it picks
+    are used, the others are left out with its reason; its ``output_name`` names the target.
     """
     block = block or {}
     output_dir = output_dir_for(recipe, block)
@@ -93,7 +102,7 @@ def discover_targets(recipe, catalog: Catalog, settings, block: Mapping[str, Any
     if recipe.group == "exposure":
         return _exposure_targets(recipe, catalog, settings, block, output_dir)
     if recipe.group == "dataset":
-        return _dataset_targets(recipe, catalog, settings, block, output_dir, dataset_suffix)
+        return _dataset_targets(recipe, catalog, settings, block, output_dir, dataset_suffix, exposure_selection)
     if recipe.group == "run":
         return _run_targets(recipe, catalog, settings, block, output_dir)
     raise MuseredError(f"recipe {recipe.name}: unknown group {recipe.group!r}")
@@ -194,53 +203,98 @@ def _product_inputs_by_exposure(recipe, catalog: Catalog, block) -> dict[str, tu
     return out
 
 
-def _dataset_targets(recipe, catalog: Catalog, settings, block, output_dir: str, suffix: str):
+def _dataset_targets(recipe, catalog: Catalog, settings, block, output_dir: str, suffix: str,
+                     selection: ExposureSelection | None = None):
+    """One target per settings dataset: the latest input products of each of its exposures.
+
+    The dataset's exposures are its raw OBJECT files (OBJECT is the dataset name) and the
+    exposures with input products of that OBJECT. Each one left out is named with its
+    reason in ``Target.left_out`` (and the target's log): not picked by the selection,
+    excluded or flagged (the block's ``exclude_flags``), no input product of
+    ``from_recipe``, or its products excluded by ``frames.exclude.<PRO_CATG>``. Flagged
+    exposures that are used are logged as such. The target is named
+    ``{dataset}{suffix}``, or the selection's ``output_name``.
+    """
     from_recipe = from_recipe_of(recipe, block)
     excluded_names = excluded_exposures(catalog)
+    excluded_products = catalog.excluded_products(settings)
+    where = f" from {from_recipe}" if from_recipe else ""
+    missing = f"no {'/'.join(recipe.inputs)} product{where}"
     names = list(getattr(settings, "datasets", {}) or {})
     targets, skipped = [], []
     by_exposure = _product_inputs_by_exposure(recipe, catalog, block)
     for dataset in names:
         inputs: dict[str, list[Path]] = defaultdict(list)
-        members, log, firsts = [], [], []
-        for name in sorted(by_exposure):
-            products, set_log = by_exposure[name]
-            if products[0].OBJECT != dataset:
-                continue
-            if name in excluded_names:
-                log.append(f"exposure {name} not used: {excluded_names[name]}")
+        members, log, firsts, left_out = [], [], [], {}
+        exposures = {raw.name for raw in catalog.raws if raw.name and raw.tag == SCIENCE_TAG and raw.OBJECT == dataset}
+        exposures |= {name for name, (products, _) in by_exposure.items() if products[0].OBJECT == dataset}
+        for name in sorted(exposures):
+            products, set_log = by_exposure.get(name, ([], []))
+            usable = [p for p in products if p.path not in excluded_products]
+            if selection is not None and not selection.picks(name):
+                left_out[name] = selection.reason
+            elif name in excluded_names:
+                left_out[name] = excluded_names[name]
+            elif not products:
+                left_out[name] = missing
+            elif not usable:
+                left_out[name] = excluded_products[products[0].path]
+            if name in left_out:
+                log.append(f"exposure {name} left out: {left_out[name]}")
                 continue
             members.append(name)
             log.extend(f"{name}: {line}" for line in set_log)
-            firsts.append(min(products, key=lambda p: (p.DATE_OBS or dt.datetime.max, str(p.path))))
-            for p in sorted(products, key=lambda p: str(p.path)):
+            log.extend(f"{p.path.name} of {name} not used: {excluded_products[p.path]}"
+                       for p in products if p not in usable)
+            if catalog.flags.get(name):
+                log.append(f"exposure {name} used although flagged ({', '.join(sorted(catalog.flags[name]))}): "
+                           "the block's exclude_flags does not exclude it")
+            firsts.append(min(usable, key=lambda p: (p.DATE_OBS or dt.datetime.max, str(p.path))))
+            for p in sorted(usable, key=lambda p: str(p.path)):
                 inputs[p.PRO_CATG].append(p.path)
         if not members:
-            where = f" from {from_recipe}" if from_recipe else ""
-            skipped.append(Skipped(dataset, f"no {'/'.join(recipe.inputs)} products{where} for this dataset"))
+            reason = f"no {'/'.join(recipe.inputs)} products{where} for this dataset"
+            if any(why != missing for why in left_out.values()):
+                reason = f"every exposure left out ({summarize_left_out(left_out)})"
+            elif left_out:
+                reason += f" ({len(left_out)} exposure(s) without one: {summarize_left_out(left_out, names_only=True)})"
+            skipped.append(Skipped(dataset, reason))
             continue
         first = min(firsts, key=lambda p: (p.DATE_OBS or dt.datetime.max, str(p.path)))
-        name = f"{dataset}{suffix}"
+        name = selection.output_name if selection is not None and selection.output_name else f"{dataset}{suffix}"
+        if selection is not None and selection.names is not None:
+            log.insert(0, f"exposures selected by {selection.label}: {describe(selection.queries)}")
         targets.append(Target(
             kind="dataset", name=name, output_dir=output_dir, folder=PurePosixPath(output_dir, name),
             night=first.night, DATE_OBS=first.DATE_OBS, INS_MODE=first.INS_MODE,
             TPL_START=first.TPL_START, OBJECT=dataset, inputs=dict(inputs),
-            members=tuple(members), log=log,
+            members=tuple(members), log=log, left_out=left_out,
         ))
     return sorted(targets, key=_sort_key), skipped
 
 
+def summarize_left_out(left_out: Mapping[str, str], limit: int = 5, names_only: bool = False) -> str:
+    """``name (reason); ...`` (or ``name, ...``) for at most ``limit`` exposures, then how
+    many more."""
+    items = [name if names_only else f"{name} ({reason})" for name, reason in sorted(left_out.items())]
+    sep = ", " if names_only else "; "
+    more = f"{sep}and {len(items) - limit} more" if len(items) > limit else ""
+    return sep.join(items[:limit]) + more
+
+
 def _run_targets(recipe, catalog: Catalog, settings, block, output_dir: str):
     """One target per settings run: the latest input products of each exposure on the
-    run's nights (no night of its own); products of excluded or flagged exposures are
-    left out, and so are files that have disappeared. Inputs of several instrument modes
-    make the target fail with its reason (``Target.problem``)."""
+    run's nights (no night of its own); products of excluded exposures (flagged ones with
+    the block's ``exclude_flags``) are left out, and so are files that have disappeared:
+    an exposure with no product left is named in ``Target.left_out``. Inputs of several
+    instrument modes make the target fail with its reason (``Target.problem``)."""
     excluded = catalog.excluded_products(settings)
+    excluded_names = excluded_exposures(catalog)
     by_exposure = _product_inputs_by_exposure(recipe, catalog, block)
     targets, skipped = [], []
     for run in (getattr(settings, "runs", {}) or {}).values():
         inputs: dict[str, list[Path]] = defaultdict(list)
-        members, log, modes, nights = [], [], set(), set()
+        members, log, modes, nights, left_out = [], [], set(), set(), {}
         for name in sorted(by_exposure):
             products, set_log = by_exposure[name]
             if not products[0].night or not run.contains(dt.date.fromisoformat(products[0].night)):
@@ -253,6 +307,8 @@ def _run_targets(recipe, catalog: Catalog, settings, block, output_dir: str):
                 else:
                     usable.append(p)
             if not usable:
+                left_out[name] = excluded_names.get(name) or excluded.get(products[0].path) \
+                    or f"file {products[0].path} is missing"
                 continue
             members.append(name)
             log.extend(f"{name}: {line}" for line in set_log)
@@ -262,8 +318,10 @@ def _run_targets(recipe, catalog: Catalog, settings, block, output_dir: str):
                 inputs[p.PRO_CATG].append(p.path)
         if not members:
             where = from_recipe_of(recipe, block)
-            skipped.append(Skipped(run.name, f"no {'/'.join(recipe.inputs)} products"
-                                   + (f" from {where}" if where else "") + f" on the nights of run {run.name}"))
+            reason = (f"every exposure left out ({summarize_left_out(left_out)})" if left_out else
+                      f"no {'/'.join(recipe.inputs)} products" + (f" from {where}" if where else "")
+                      + f" on the nights of run {run.name}")
+            skipped.append(Skipped(run.name, reason))
             continue
         problem = None
         if len(modes) > 1:
@@ -273,6 +331,7 @@ def _run_targets(recipe, catalog: Catalog, settings, block, output_dir: str):
             night=None, DATE_OBS=None, INS_MODE=sorted(modes)[0] if len(modes) == 1 else None,
             TPL_START=None, OBJECT=None, inputs=dict(inputs), members=tuple(members),
             log=[f"nights {', '.join(sorted(nights))}"] + log, nights=tuple(sorted(nights)), problem=problem,
+            left_out=left_out,
         ))
     return targets, skipped
 
@@ -285,21 +344,26 @@ def target_matches(target: Target, selector: str, settings) -> bool:
     A selector is a night (``2017-06-16``), a run name, a dataset name, a TPL_START, an
     exposure name, or a glob on any of those (``"2017-06-16*"``).
     """
-    runs = getattr(settings, "runs", {}) or {}
-    if selector in runs and target.night:
-        run = runs[selector]
-        night = dt.date.fromisoformat(target.night)
-        if (run.start_date is None or run.start_date <= night) and (run.end_date is None or night <= run.end_date):
-            return True
-    candidates = [target.name, target.night, target.TPL_START, target.OBJECT, *target.members, *target.nights]
-    return any_matches([c for c in candidates if c], selector)
+    from .dateselect import selector_matches
+
+    return selector_matches(selector, [target.name, target.TPL_START, target.OBJECT, *target.members],
+                            nights=[target.night, *target.nights], runs=getattr(settings, "runs", {}))
 
 
 def select_targets(targets: Sequence[Target], selection: Sequence[str] | None, settings) -> list[Target]:
-    """Targets picked by any selector; all of them when the selection is empty."""
+    """Targets picked by any selector (:func:`musered.dateselect.pick`: a run, a night, a
+    target or member name, else another value); all of them when the selection is empty."""
+    from .dateselect import pick
+
     if not selection:
         return list(targets)
-    return [t for t in targets if any(target_matches(t, s, settings) for s in selection)]
+    runs = getattr(settings, "runs", {}) or {}
+    picked = {id(t) for s in selection for t in pick(s, targets, _selector_key, runs)}
+    return [t for t in targets if id(t) in picked]
+
+
+def _selector_key(target: Target):
+    return ([target.name, *target.members], [target.TPL_START, target.OBJECT], [target.night, *target.nights])
 
 
 def check_selection(selection: Sequence[str] | None, catalog: Catalog, settings) -> None:

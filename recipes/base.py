@@ -173,7 +173,11 @@ class Calib:
     (SKY_LINES, EXTINCT_TABLE ...) has no ``reduced`` source and is never taken from a
     product. ``offset``: nights searched either side for a reduced product (settings
     ``frames.offsets`` override it); ``match_mode``: the product (or raw file) must have the
-    target's INS_MODE; ``max_delay_hours``: the ``raw`` source's time window.
+    target's INS_MODE. The ``raw`` source takes a file of the target's night: among those
+    within ``max_delay_hours`` the closest in instrument temperature, else the closest in
+    time; with ``max_temp_diff`` (K) a file warmer or colder than that is not used.
+    ``modes``: INS_MODE patterns (``fnmatch``) the tag is looked up for (RAMAN_LINES:
+    ``("*-AO-*",)``); empty: every mode.
     The common tags are declared once in :mod:`recipes.calibs`.
     """
 
@@ -184,12 +188,16 @@ class Calib:
     offset: int = 1
     match_mode: bool = False
     max_delay_hours: float = 2.0
+    max_temp_diff: float | None = None
+    modes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         unknown = [s for s in self.sources if s not in SOURCES]
         if unknown or not self.sources:
             raise ValueError(f"calibration {self.tag}: sources must be some of {', '.join(SOURCES)}, "
                              f"not {self.sources}")
+        if isinstance(self.modes, str):  # a bare string would match character by character
+            raise ValueError(f"calibration {self.tag}: modes must be a tuple of patterns, not {self.modes!r}")
 
     def optional(self, **changes: Any) -> Calib:
         """This tag, not required (and with any other field changed)."""

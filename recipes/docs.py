@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from recipes.base import REDUCED, Calib, Param, Recipe, format_param
+from recipes.base import RAW, REDUCED, Calib, Param, Recipe, format_param
 
 
 def _cell(text: object) -> str:
@@ -49,6 +49,12 @@ def _calib(calib: Calib) -> str:
         where += f", ±{calib.offset} night{'s' if calib.offset != 1 else ''}"
     if calib.match_mode:
         where += ", same INS_MODE"
+    if RAW in calib.sources:
+        where += f", same night: closest in temperature within {calib.max_delay_hours:g} h, else in time"
+        if calib.max_temp_diff is not None:
+            where += f", ΔT ≤ {calib.max_temp_diff:g} K"
+    if calib.modes:
+        where += ", only for INS_MODE " + " or ".join(f"`{m}`" for m in calib.modes)
     return f"`{calib.tag}` ({status}; {where})"
 
 

@@ -38,6 +38,7 @@ ARC_Z = "MUSE.2017-06-16T11:10:00.000"
 DARK = "MUSE.2017-06-16T12:00:00.000"  # a calibration of night 2017-06-15 nobody associates
 PRIV = "MUSE.2017-06-18T03:00:00.000"
 PRIV_BIAS = "MUSE.2017-06-18T10:40:00.000"
+AO_FLAT = "MUSE.2017-06-16T12:30:00.000"  # the only WFM-AO-N file: a calibration of night 2017-06-15
 CALIBS = [*BIASES, FLAT_FITS, FLAT_Z, ARC_Z]
 PASSWORD = "s3cr3t-Pa55"
 
@@ -58,6 +59,7 @@ def simulated_files() -> list[SimFile]:
         SimFile(PRIV, dp_cat="SCIENCE", dp_type="OBJECT", object="NGC1234", target="NGC1234",
                 proprietary=True, calibs=[PRIV_BIAS]),
         SimFile(PRIV_BIAS, dp_type="BIAS", object="BIAS"),
+        SimFile(AO_FLAT, dp_type="FLAT,LAMP", object="FLAT,LAMP", ins_mode="WFM-AO-N", exposure=15.0),
     ]
     return files
 
@@ -439,6 +441,27 @@ def test_calib_night_retrieves_all_calibrations_of_that_night(project, fake):
     assert f"{DARK}.fits.fz" in names
     assert {f"{b}.fits.fz" for b in BIASES} <= names
     assert f"{SCI1}.fits.fz" not in names and f"{PRIV_BIAS}.fits.fz" not in names
+
+
+def test_ins_mode_restricts_calib_nights_and_science_files(project, fake):
+    result = run(project, "--calib", "2017-06-15", "--ins-mode", "WFM-AO-N", "--no-update-db")
+    assert result.exit_code == 0, result.output
+    assert "night 2017-06-15: 1 calibration file of mode WFM-AO-N in the archive" in result.output
+    assert names_in(raw_dir(project)) == {f"{AO_FLAT}.fits.fz"}
+    assert "ins_mode = 'WFM-AO-N'" in fake.queries[-1]
+    # MuseRed's comma-separated nights, the other mode: the night's other calibrations, not the AO flat again
+    result = run(project, "--calib", "2017-06-15,2017-06-17", "--ins-mode", "WFM-NOAO-N", "--no-update-db")
+    assert result.exit_code == 0, result.output
+    assert "night 2017-06-15: 7 calibration files of mode WFM-NOAO-N" in result.output
+    assert "night 2017-06-17: 1 calibration file of mode WFM-NOAO-N" in result.output
+    names = names_in(raw_dir(project))
+    assert {f"{DARK}.fits.fz", f"{PRIV_BIAS}.fits.fz", *(f"{b}.fits.fz" for b in BIASES)} <= names
+    assert fake.downloads.count(AO_FLAT) == 1
+    # science files of a dataset: filtered by mode too
+    result = run(project, "IC4406", "--ins-mode", "WFM-AO-N", "--dry-run")
+    assert result.exit_code == 0 and "IC4406: 0 science files in the archive" in result.output
+    result = run(project, "IC4406", "--ins-mode", "WFM-NOAO-N", "--dry-run")
+    assert result.exit_code == 0 and "IC4406: 2 science files in the archive" in result.output
 
 
 def test_start_end_restrict_the_query(project, fake):

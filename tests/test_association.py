@@ -231,7 +231,7 @@ def test_exclusions_by_night_name_tpl_start_column_and_flags(tmp_path):
         "raw": [{"night": "2017-06-14"}, {"name": "2017-06-17T01:00:00.000"},
                 {"OBS_OBSERVER": ["alice", "bob"]}],
         "OBJECT": ["2017-06-18T00:50:00"]}})
-    catalog = Catalog.build(raws, [], {"2017-06-21T01:00:00.000": ["BAD_SEEING"]}, st)
+    catalog = Catalog.build(raws, [], {"2017-06-21T01:00:00.000": ["BAD_SEEING"]}, st, exclude_flags=True)
     targets, skipped = discover_targets(exposure_recipe(), catalog, st, {})
     assert [t.name for t in targets] == ["2017-06-22T01:00:00.000"]
     reasons = {s.name: s.reason for s in skipped}
@@ -241,8 +241,8 @@ def test_exclusions_by_night_name_tpl_start_column_and_flags(tmp_path):
     assert "OBS_OBSERVER" in reasons["2017-06-19T01:00:00.000"]
     assert "database" in reasons["2017-06-20T01:00:00.000"]
     assert "BAD_SEEING" in reasons["2017-06-21T01:00:00.000"]
-    # a block with exclude_flags: false keeps the flagged exposure
-    catalog = Catalog.build(raws, [], {"2017-06-21T01:00:00.000": ["BAD_SEEING"]}, st, exclude_flags=False)
+    # without exclude_flags (MuseRed's default) the flagged exposure is processed
+    catalog = Catalog.build(raws, [], {"2017-06-21T01:00:00.000": ["BAD_SEEING"]}, st)
     targets, _ = discover_targets(exposure_recipe(), catalog, st, {})
     assert "2017-06-21T01:00:00.000" in [t.name for t in targets]
 
@@ -414,19 +414,73 @@ def illum(name, hour, temp, night=NIGHT, mode=MODE):
                      DPR_TYPE="FLAT,LAMP,ILLUM", TPL_START=name, INS_MODE=mode, INS_TEMP7_VAL=temp)
 
 
-def test_illum_closest_temperature_within_two_hours(tmp_path):
+def test_illum_closest_temperature_within_two_hours_whatever_the_mode(tmp_path):
+    """MuseRed's find_illum: the exposure's night, within 2 h the closest in INS TEMP7, and
+    any INS_MODE (attached ILLUMs are WFM-NOAO-N even for AO science)."""
     recipe = exposure_recipe(calib("ILLUM", required=False))
-    exposure = obj(hour=13.0, INS_TEMP7_VAL=10.0)
-    near_time = illum("i1", 13.1, 11.0)
+    exposure = obj(hour=13.0, mode="WFM-AO-N", INS_TEMP7_VAL=10.0)
+    near_time = illum("i1", 13.1, 10.5)
     near_temp = illum("i2", 14.5, 10.1)
     too_late = illum("i3", 15.5, 10.0)
-    wrong_mode = illum("i4", 13.0, 10.0, mode="WFM-AO-N")
     other_night = illum("i5", 13.0, 10.0, night="2017-06-17")
-    result = associate_one(tmp_path, recipe, [exposure, near_time, near_temp, too_late, wrong_mode,
-                                              other_night], [])
+    excluded = replace(illum("i6", 13.0, 10.0), excluded="flagged (BAD)")
+    result = associate_one(tmp_path, recipe, [exposure, near_time, near_temp, too_late, other_night, excluded], [])
     assert result.frames["ILLUM"] == [near_temp.path]
     log = " | ".join(result.log["ILLUM"])
-    assert "more than 2 h" in log and "INS_MODE WFM-AO-N" in log and "best of 2" in log
+    assert "closest in temperature of 2 within 2 h" in log and "ΔT 0.10 K" in log
+    assert "rejected ILLUM MUSE.i6.fits: flagged (BAD)" in log
+
+
+def test_illum_none_within_two_hours_the_closest_in_time_unless_too_warm(tmp_path):
+    recipe = exposure_recipe(calib("ILLUM", required=False))
+    exposure = obj(hour=13.0, INS_TEMP7_VAL=10.0)
+    early, late = illum("i1", 9.0, 10.9), illum("i2", 18.0, 10.0)
+    result = associate_one(tmp_path, recipe, [exposure, early, late], [])
+    assert result.frames["ILLUM"] == [early.path]  # 4 h away beats 5 h, ΔT 0.9 K is accepted
+    assert "none within 2 h: the closest in time of 2" in result.log["ILLUM"][-1]
+    warm = illum("i1", 9.0, 11.2)  # MuseRed: "ILLUM with Temp difference > 1°, not using it"
+    result = associate_one(tmp_path, recipe, [exposure, warm, late], [])
+    assert "ILLUM" not in result.frames
+    assert any("temperature differs by more than 1 K" in line for line in result.log["ILLUM"])
+
+
+def test_illum_of_a_sequence_is_chosen_from_its_mean_time_and_temperature(tmp_path):
+    """A twilight sequence: the reference is the mean of its frames (MuseRed averages
+    INS TEMP7 and MJD-OBS), not its first frame."""
+    recipe = Recipe(name="muse_seq", inputs=("SKYFLAT",), calibs=(calibs.ILLUM,), outputs=("TWILIGHT_CUBE",),
+                    params=(), run=_run, group="sequence")
+    frames = [obj(f"2017-06-17T01:0{i}:00.000", hour=13.0 + i, DPR_TYPE="FLAT,SKY", TPL_START="2017-06-17T01:00:00",
+                  INS_TEMP7_VAL=10.0 + i) for i in range(3)]  # mean: hour 14, 11.0 K
+    by_first = illum("i1", 13.0, 10.0)        # ideal for the first frame, 1 h / 1 K from the mean
+    by_mean = illum("i2", 15.5, 11.0)         # 1.5 h from the mean, same temperature
+    result = associate_one(tmp_path, recipe, frames + [by_first, by_mean], [])
+    assert result.frames["ILLUM"] == [by_mean.path]
+
+
+def test_raman_lines_only_for_ao_modes(tmp_path):
+    static = tmp_path / "calib"
+    static.mkdir()
+    raman = write_static(static / "raman_lines.fits", "RAMAN_LINES")
+    st = settings(tmp_path, muse_calib_path=str(static))
+    recipe = exposure_recipe(calibs.RAMAN_LINES)
+    ao = associate_one(tmp_path, recipe, [obj(mode="WFM-AO-N")], [], st)
+    assert ao.frames["RAMAN_LINES"] == [raman]
+    noao = associate_one(tmp_path, recipe, [obj(mode="WFM-NOAO-N")], [], st)
+    assert "RAMAN_LINES" not in noao.frames
+    assert noao.log["RAMAN_LINES"] == ["only used for INS_MODE *-AO-*, not WFM-NOAO-N"]
+    # a block can still drop it (MuseRed's muse_scipost_rec: frames.exclude: [RAMAN_LINES])
+    st = settings(tmp_path, muse_calib_path=str(static),
+                  recipes={"muse_test": {"frames": {"exclude": ["RAMAN_LINES"]}}})
+    assert "RAMAN_LINES" not in associate_one(tmp_path, recipe, [obj(mode="WFM-AO-N")], [], st).frames
+
+
+def test_a_frames_only_tag_needs_no_include(tmp_path):
+    """AUTOCAL_FACTORS, like MuseRed's SPECIAL_FRAMES, is used as soon as the block names it."""
+    factors = tmp_path / "autocal.fits"
+    fits.PrimaryHDU().writeto(factors)
+    st = settings(tmp_path, recipes={"muse_test": {"frames": {"AUTOCAL_FACTORS": str(factors)}}})
+    result = associate_one(tmp_path, exposure_recipe(calibs.AUTOCAL_FACTORS), [obj()], [], st)
+    assert result.frames["AUTOCAL_FACTORS"] == [factors]
 
 
 def test_exposures_from_products_and_selection(tmp_path):
@@ -458,10 +512,14 @@ def test_dataset_targets(tmp_path):
     pix = [product("PIXTABLE_REDUCED", n, name=f"{n}T23:00:00.000", recipe="muse_scipost",
                    OBJECT="IC4406") for n in ("2017-06-16", "2017-06-17")]
     flagged = raw_frame(path="/raw/x.fits", name="2017-06-17T23:00:00.000", night="2017-06-17", DPR_TYPE="OBJECT")
-    catalog = Catalog.build([flagged], pix, {"2017-06-17T23:00:00.000": ["BAD"]}, st)
+    catalog = Catalog.build([flagged], pix, {"2017-06-17T23:00:00.000": ["BAD"]}, st, exclude_flags=True)
     targets, _ = discover_targets(recipe, catalog, st, st.recipe_block("muse_comb"), dataset_suffix="_drs")
     assert [(t.name, str(t.folder), t.members) for t in targets] == [
         ("IC4406_drs", "comb/IC4406_drs", ("2017-06-16T23:00:00.000",))]
+    # without exclude_flags (MuseRed's default) the flagged exposure is combined too
+    catalog = Catalog.build([flagged], pix, {"2017-06-17T23:00:00.000": ["BAD"]}, st)
+    targets, _ = discover_targets(recipe, catalog, st, st.recipe_block("muse_comb"), dataset_suffix="_drs")
+    assert targets[0].members == ("2017-06-16T23:00:00.000", "2017-06-17T23:00:00.000")
 
 
 def test_catalog_from_database(tmp_path):
@@ -482,7 +540,7 @@ def test_catalog_from_database(tmp_path):
                             date_run=dt.datetime(2020, 1, 1)))
         session.add(Flag(name="2017-06-17T01:00:00.000", flag="BAD", date=dt.datetime(2020, 1, 1)))
     st = settings(tmp_path)
-    catalog = Catalog.from_database(db, st)
+    catalog = Catalog.from_database(db, st, exclude_flags=True)
     assert [p.path for p in catalog.products] == [Path("/red/MASTER_BIAS.fits")]  # not the failed one
     reasons = {r.name: r.excluded for r in catalog.raws}
     assert reasons["2017-06-17T01:00:00.000"] == "flagged (BAD)"

@@ -12,7 +12,7 @@ from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from musered.cli import cli
-from musered.db import SCHEMA_VERSION, Database, Raw, SchemaVersion, WeatherCondition
+from musered.db import SCHEMA_VERSION, Database, Raw, SchemaVersion, WeatherCondition, sqlite_url
 from musered.errors import MuseredError
 from musered.settings import settings_from_dict
 
@@ -141,3 +141,61 @@ def test_bad_url_is_one_line_error():
     with pytest.raises(MuseredError, match="cannot open database") as error:
         Database("nosuchdialect://user:secret@host/db")
     assert "secret" not in str(error.value) and "\n" not in str(error.value)
+
+
+# The schema-1 tables as musered 1 created them (the others did not change).
+V1_RAW = """CREATE TABLE raw ( id INTEGER NOT NULL, path VARCHAR(1024) NOT NULL, filename VARCHAR(255) NOT NULL,
+ file_size INTEGER, file_mtime FLOAT, "ARCFILE" VARCHAR(255), night VARCHAR(10), run VARCHAR(64), name VARCHAR(64),
+ "DATE_OBS" DATETIME, "MJD_OBS" FLOAT, "EXPTIME" FLOAT, "OBJECT" VARCHAR(255), "OBJECT_ORIG" VARCHAR(255),
+ "DPR_CATG" VARCHAR(32), "DPR_TYPE" VARCHAR(64), "DPR_TECH" VARCHAR(32), "PRO_CATG" VARCHAR(64),
+ "TPL_START" VARCHAR(32), "TPL_ID" VARCHAR(64), "INS_MODE" VARCHAR(32), "INS_TEMP7_VAL" FLOAT,
+ excluded BOOLEAN NOT NULL, extra JSON NOT NULL, header JSON NOT NULL, ingested DATETIME, PRIMARY KEY (id),
+ UNIQUE (path) )"""
+V1_REDUCED = """CREATE TABLE reduced ( id INTEGER NOT NULL, recipe_name VARCHAR(64) NOT NULL, name VARCHAR(128) NOT NULL,
+ "PRO_CATG" VARCHAR(64) NOT NULL, path VARCHAR(1024) NOT NULL, night VARCHAR(10), "DATE_OBS" DATETIME,
+ "OBJECT" VARCHAR(255), "INS_MODE" VARCHAR(32), "TPL_START" VARCHAR(32), version VARCHAR(32) NOT NULL,
+ revision VARCHAR(32), date_run DATETIME NOT NULL, params JSON NOT NULL, frames JSON NOT NULL, qc JSON NOT NULL,
+ status VARCHAR(16) NOT NULL, runtime FLOAT, log_path VARCHAR(1024), output_dir VARCHAR(1024), ifus JSON NOT NULL,
+ software JSON NOT NULL, PRIMARY KEY (id) )"""
+
+
+def test_schema_1_database_is_migrated_in_place(tmp_path):
+    import json
+    import sqlite3
+
+    path = tmp_path / "v1.db"
+    connection = sqlite3.connect(path)
+    connection.execute(V1_RAW)
+    connection.execute(V1_REDUCED)
+    connection.execute("CREATE TABLE schema_version (id INTEGER NOT NULL, version INTEGER, PRIMARY KEY (id))")
+    connection.execute("INSERT INTO schema_version VALUES (1, 1)")
+    header = {"ESO TEL AIRM START": 1.062, "ESO OBS NAME": "IC4406", "ESO INS DROT POSANG": 135.6,
+              "RA": 215.609208, "ESO PRO DATANCOM": 3, "ESO OBS START": "2017-06-16T01:23:29"}
+    connection.execute("INSERT INTO raw (path, filename, excluded, extra, header) VALUES (?, ?, 0, '{}', ?)",
+                       ("/raw/a.fits", "a.fits", json.dumps(header)))
+    connection.execute("INSERT INTO raw (path, filename, excluded, extra, header) VALUES ('/raw/b.fits', 'b.fits', 0,"
+                       " '{}', '{}')")
+    connection.commit()
+    connection.close()
+
+    database = Database(sqlite_url(path))
+    with database.session() as session:
+        assert session.scalars(select(SchemaVersion.version)).all() == [SCHEMA_VERSION] == [2]
+        a, b = session.scalars(select(Raw).order_by(Raw.path)).all()
+    assert (a.TEL_AIRM_START, a.OBS_NAME, a.INS_DROT_POSANG, a.RA, a.PRO_DATANCOM, a.OBS_START) == (
+        1.062, "IC4406", 135.6, 215.609208, 3, "2017-06-16T01:23:29")
+    assert (b.TEL_AIRM_START, b.OBS_NAME) == (None, None)
+    columns = {c["name"] for c in inspect(database.engine).get_columns("reduced")}
+    assert "warnings" in columns
+    assert {"gto_logs", "qc_info"} <= set(inspect(database.engine).get_table_names())
+    database.dispose()
+    Database(sqlite_url(path)).dispose()  # opening again changes nothing and does not fail
+
+
+def test_newer_schema_is_refused(tmp_path):
+    database = Database(sqlite_url(tmp_path / "m.db"))
+    with database.engine.begin() as conn:
+        conn.execute(text("UPDATE schema_version SET version = 99"))
+    database.dispose()
+    with pytest.raises(MuseredError, match="made by a newer musered"):
+        Database(sqlite_url(tmp_path / "m.db"))

@@ -499,11 +499,20 @@ def test_command_name_date_and_flags(project):
 
     with database.session() as session:
         session.add(Flag(name=EXPOSURES[1], flag="BAD_IMAQUALITY", comment="test", date=dt.datetime(2026, 1, 1)))
-    result = invoke(settings_path, "FIELD", "--name", "noflag", "--force")
+    # MuseRed's policy: flagged exposures are aligned unless the block says exclude_flags
+    result = invoke(settings_path, "FIELD", "--name", "flagged")
+    assert result.exit_code == 0, result.output
+    offset = next(r for r in stored(database, "FIELD_flagged") if r[1] == "OFFSET_LIST")
+    assert len(offset[3]["IMAGE_FOV"]) == 4 and "left out" not in result.output
+    data = yaml.safe_load(settings_path.read_text())
+    data["recipes"]["align_clean"] = {"exclude_flags": ["BAD_IMAQUALITY"]}
+    settings_path.write_text(yaml.safe_dump(data))
+    result = invoke(settings_path, "FIELD", "--params", "align_clean", "--name", "noflag", "--force")
     assert result.exit_code == 0, result.output
     offset = next(r for r in stored(database, "FIELD_noflag") if r[1] == "OFFSET_LIST")
     used = [Path(f["path"]).parent.name for f in offset[3]["IMAGE_FOV"]]
     assert EXPOSURES[1] not in used and len(used) == 3
+    assert f"FIELD_noflag: 1 exposure(s) left out:\n  {EXPOSURES[1]}: flagged (BAD_IMAQUALITY)" in result.output
 
 
 def test_command_image_method(project):

@@ -385,6 +385,11 @@ def test_command_drs_name_and_flags(project):
     import datetime as dt
     from pathlib import Path
 
+    import yaml
+    from click.testing import CliRunner
+
+    from conftest import write_raw_fits
+    from musered.cli import cli
     from musered.db.models import Flag
 
     settings_path, database, reduced = project
@@ -398,14 +403,46 @@ def test_command_drs_name_and_flags(project):
     result = invoke(settings_path, "FIELD")
     assert result.exit_code == 0 and "done" in result.output  # already done, not re-run
 
+    # MuseRed's policy: a flagged exposure is combined unless the block says exclude_flags
     with database.session() as session:
         session.add(Flag(name=_names()[2], flag="BAD_IMAQUALITY", comment="test", date=dt.datetime(2026, 1, 1)))
-    result = invoke(settings_path, "FIELD", "--name", "noflag")
+    result = invoke(settings_path, "FIELD", "--name", "flagged")
+    assert result.exit_code == 0, result.output
+    recipe, path, frames = stored(database, "FIELD_flagged")["DATACUBE_FINAL"]
+    assert len(frames["PIXTABLE_REDUCED"]) == 4 and "left out" not in result.output
+    log = (Path(path).parent / "log.txt").read_text()
+    assert f"exposure {_names()[2]} used although flagged (BAD_IMAQUALITY)" in log
+    assert "4 exposure(s) used" in log and "0 exposure(s) left out" in log
+
+    # exclude_flags: true (any flag) or a list of names; an exposure of the dataset with no
+    # product of from_recipe is named too: a combined cube never loses one silently
+    offsets = str(settings_path.parent / "OFFSET_LIST_new.fits")
+    data = yaml.safe_load(settings_path.read_text())
+    data["recipes"]["combine_clean"] = {"frames": {"OFFSET_LIST": offsets}, "exclude_flags": True}
+    data["recipes"]["combine_satellite"] = {"frames": {"OFFSET_LIST": offsets}, "exclude_flags": ["SATELLITE"]}
+    settings_path.write_text(yaml.safe_dump(data))
+    late = "2017-09-04T00:30:00.000"
+    write_raw_fits(settings_path.parent / "raw" / f"MUSE.{late}.fits", OBJECT="FIELD")
+    assert CliRunner().invoke(cli, ["--settings", str(settings_path), "update-db"]).exit_code == 0
+    result = invoke(settings_path, "FIELD", "--params", "combine_clean", "--name", "noflag")
     assert result.exit_code == 0, result.output
     recipe, path, frames = stored(database, "FIELD_noflag")["DATACUBE_FINAL"]
     assert Path(path).parent == reduced / "exp_combine" / "FIELD_noflag"
     used = [Path(f["path"]).parent.name for f in frames["PIXTABLE_REDUCED"]]
     assert _names()[2] not in used and len(used) == 3
+    assert "FIELD_noflag: 2 exposure(s) left out:" in result.output
+    assert f"  {_names()[2]}: flagged (BAD_IMAQUALITY)" in result.output
+    assert f"  {late}: no PIXTABLE_REDUCED product from muse_scipost" in result.output
+    log = (Path(path).parent / "log.txt").read_text()
+    assert "3 exposure(s) used" in log and f"{_names()[2]}: flagged (BAD_IMAQUALITY)" in log and late in log
+    result = invoke(settings_path, "FIELD", "--params", "combine_satellite", "--name", "satellite")
+    assert result.exit_code == 0, result.output
+    frames = stored(database, "FIELD_satellite")["DATACUBE_FINAL"][2]
+    assert len(frames["PIXTABLE_REDUCED"]) == 4 and "1 exposure(s) left out" in result.output
+    # the dry run names them as well
+    result = invoke(settings_path, "FIELD", "--params", "combine_clean", "--name", "dry", "--dry-run")
+    assert result.exit_code == 0 and f"exposure {_names()[2]} left out: flagged (BAD_IMAQUALITY)" in result.output
+    assert f"  {late}: no PIXTABLE_REDUCED product" in result.output
 
 
 def test_command_stored_offset_list(project):

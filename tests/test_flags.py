@@ -1,5 +1,6 @@
 """Exposure flags: the API of musered.flags, the `musered flags` command, and what reads the
-flags (info --exps, the catalog's exclusion of flagged exposures)."""
+flags (info --exps; MuseRed's policy: flagged exposures are processed and combined, and a
+step leaves them out only when its recipe block says exclude_flags)."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def test_flags_show_in_info_and_exclude_exposures(setup):
     settings, database = setup
     flags.add_flag(database, [EXP1], "SATELLITE", settings=settings)
     flags.add_flag(database, [EXP2], "BAD_SEEING", settings=settings)
-    table = info.exposures_table(database)
+    table = info.exposures_table(settings, database)
     assert table.cell(EXP1, "flags") == "SATELLITE"
     assert table.cell(EXP2, "flags") == "BAD_SEEING"
     assert table.cell(EXP3, "flags") == info.NONE
@@ -122,11 +123,46 @@ def test_flags_show_in_info_and_exclude_exposures(setup):
         catalog = Catalog.from_database(database, settings, exclude_flags)
         return {r.name: r.excluded for r in catalog.raws if r.tag == "OBJECT"}
 
+    assert set(excluded(False).values()) == {None}
+    default = Catalog.from_database(database, settings)  # the default: flags exclude nothing
+    assert {r.excluded for r in default.raws} == {None}
     everything = excluded(True)
     assert everything[EXP1] == "flagged (SATELLITE)" and everything[EXP2] == "flagged (BAD_SEEING)"
     assert everything[EXP3] is None
     assert excluded(["BAD_SEEING"]) == {EXP1: None, EXP2: "flagged (BAD_SEEING)", EXP3: None}
     assert set(excluded(False).values()) == {None}
+
+
+def _step(settings, database, block=None):
+    """A dry run of the exposure recipe reading raw OBJECT files: {exposure: (status, reason)}."""
+    import io
+
+    from rich.console import Console
+
+    from musered.runner import run_step
+    from recipes.registry import recipes_of
+
+    recipe = next(r for r in recipes_of("process-exp") if "OBJECT" in r.inputs)
+    if block is not None:
+        settings = settings_from_dict({**settings.data, "recipes": {recipe.name: block}}, base_dir=settings.base_dir)
+    summary = run_step(settings, database, recipe, dry_run=True, progress=False, console=Console(file=io.StringIO()))
+    return {r.name: (r.status, r.reason) for r in summary.results}
+
+
+def test_flagged_exposures_are_processed_unless_the_block_excludes_them(setup):
+    settings, database = setup
+    flags.add_flag(database, [EXP1], "SATELLITE", settings=settings)
+    flags.add_flag(database, [EXP2], "BAD_SEEING", settings=settings)
+    default = _step(settings, database)
+    assert set(default) == {EXP1, EXP2, EXP3} and "excluded" not in {s for s, _ in default.values()}
+    assert _step(settings, database, {"exclude_flags": False}) == default
+    some = _step(settings, database, {"exclude_flags": ["satellite"]})  # names are case-insensitive
+    assert some[EXP1] == ("excluded", "flagged (SATELLITE)") and some[EXP2] == default[EXP2]
+    every = _step(settings, database, {"exclude_flags": True})
+    assert every[EXP1][0] == every[EXP2][0] == "excluded" and every[EXP2][1] == "flagged (BAD_SEEING)"
+    assert every[EXP3] == default[EXP3]
+    with pytest.raises(MuseredError, match=r"exclude_flags: unknown flag 'SATELITE'; valid flags: BAD_ALIGNMENT"):
+        _step(settings, database, {"exclude_flags": ["SATELITE"]})
 
 
 # --------------------------------------------------------------------------------------
@@ -164,9 +200,6 @@ def test_cli_flags(settings_file):
     out = run_flags(settings_file, "list", "--defined", "--no-color").output
     assert "BAD_SEEING" in out and "Seeing above 1.2 arcsec" in out and "SLICE_GRADIENT" in out
 
-    out = CliRunner().invoke(cli, ["--settings", str(settings_file), "info", "--exps", "--no-color"]).output
-    assert next(line for line in out.splitlines() if line.startswith(EXP1)).count("BAD_SKY_SUB") == 1
-
     result = run_flags(settings_file, "remove", EXP1, EXP2)
     assert result.exit_code == 0 and "removed 2 flags" in result.output
     out = run_flags(settings_file, "list", "--no-color").output
@@ -184,3 +217,42 @@ def test_cli_flags_errors_are_one_line(settings_file, args, message):
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0]
+
+
+def test_a_dataset_names_every_exposure_it_leaves_out(tmp_path):
+    """Catalog and targets alone (no database): the combination's exposures, those left
+    out (flagged with exclude_flags, not reduced) and the reason when none is left."""
+    import datetime as dt
+
+    from musered.catalog import ProductFrame, raw_frame
+    from musered.targets import discover_targets
+    from recipes.registry import step_recipe
+
+    recipe = step_recipe("exp-combine", "drs")
+    settings = settings_from_dict({"workdir": str(tmp_path), "datasets": {"FIELD": {}}}, base_dir=tmp_path)
+    names = [f"2017-06-16T0{i}:00:00.000" for i in range(1, 4)]
+    raws = [raw_frame(path=f"/raw/{n}.fits", name=n, night="2017-06-15", DPR_TYPE="OBJECT", OBJECT="FIELD",
+                      DATE_OBS=dt.datetime.fromisoformat(n)) for n in names]
+    products = [ProductFrame(path=tmp_path / n / "PIXTABLE_REDUCED.fits", recipe_name=recipe.from_recipe, name=n,
+                             PRO_CATG="PIXTABLE_REDUCED", night="2017-06-15", DATE_OBS=dt.datetime.fromisoformat(n),
+                             INS_MODE="WFM-NOAO-N", OBJECT="FIELD", TPL_START=None, output_dir="scipost",
+                             date_run=dt.datetime(2026, 1, 1)) for n in names[:2]]
+    flagged = {names[0]: ["SATELLITE"]}
+    missing = f"no PIXTABLE_REDUCED product from {recipe.from_recipe}"
+
+    def discover(products, exclude_flags):
+        catalog = Catalog.build(raws, products, flagged, settings, exclude_flags)
+        return discover_targets(recipe, catalog, settings, {}, dataset_suffix="_drs")
+
+    (target,), _ = discover(products, False)
+    assert target.members == tuple(names[:2]) and target.left_out == {names[2]: missing}
+    assert any("used although flagged (SATELLITE)" in line for line in target.log)
+    (target,), _ = discover(products, ["SATELLITE"])
+    assert target.members == (names[1],)
+    assert target.left_out == {names[0]: "flagged (SATELLITE)", names[2]: missing}
+    assert f"exposure {names[0]} left out: flagged (SATELLITE)" in target.log
+    _, (skipped,) = discover([], False)
+    assert skipped.reason == (f"no PIXTABLE_REDUCED products from {recipe.from_recipe} for this dataset "
+                              f"(3 exposure(s) without one: {', '.join(names)})")
+    _, (skipped,) = discover(products[:1], True)
+    assert skipped.reason.startswith(f"every exposure left out ({names[0]} (flagged (SATELLITE)); {names[1]} (no")

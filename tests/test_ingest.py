@@ -316,7 +316,8 @@ def test_update_db_bad_files_are_reported_not_ingested(settings, database):
     (raw / "MUSE.2017-06-16T04:00:00.000.fits.fz").write_bytes(b"")
     write_raw_fits(raw / "nodate.fits", header={"DATE-OBS": None})
     write_raw_fits(raw / "baddate.fits", header={"DATE-OBS": "tonight"})
-    write_raw_fits(raw / "other.fits", header={"ESO DPR CATG": None, "ESO DPR TYPE": None, "ESO DPR TECH": None})
+    write_raw_fits(raw / "other.fits", header={"ESO DPR CATG": None, "ESO DPR TYPE": None, "ESO DPR TECH": None,
+                                               "INSTRUME": "FORS2", "ARCFILE": "FORS2.2017-06-16T05:00:00.000.fits"})
     report = update_db(settings, database, progress=False)
     assert report.added == 1
     reasons = {Path(path).name: reason for path, reason in report.failed}
@@ -326,7 +327,8 @@ def test_update_db_bad_files_are_reported_not_ingested(settings, database):
         "MUSE.2017-06-16T04:00:00.000.fits.fz": "empty file",
         "nodate.fits": "no DATE-OBS in the primary header",
         "baddate.fits": "DATE-OBS 'tonight' is not an ISO date",
-        "other.fits": "no ESO DPR keywords nor ESO PRO CATG: not a MUSE raw file or product",
+        "other.fits": "no ESO DPR keywords nor ESO PRO CATG, and not a MUSE archive file: "
+                      "not a MUSE raw file or product",
     }
     assert reasons["MUSE.2017-06-16T03:00:00.000.fits"].startswith("truncated file")
     assert set(raw_rows(database)) == {good.name}
@@ -485,10 +487,10 @@ def test_a_row_the_database_rejects_does_not_lose_the_batch(settings, database, 
     bad = str(settings.raw_path / "MUSE.2017-06-16T01:00:02.000.fits")
     real_upsert = musered.ingest._upsert
 
-    def picky_upsert(db, rows):
+    def picky_upsert(db, rows, table):
         if any(row["path"] == bad for row in rows):
             raise DataError("INSERT", {}, Exception("value too long for type character varying(64)"))
-        real_upsert(db, rows)
+        real_upsert(db, rows, table)
 
     monkeypatch.setattr(musered.ingest, "_upsert", picky_upsert)
     report = update_db(settings, database, progress=False)
@@ -518,3 +520,90 @@ def test_cli_update_db_and_info_through_db_env(tmp_path, db_url):
     result = runner.invoke(cli, ["--settings", str(settings_file), "info", "--raw", "OBJECT=NGC300"])
     assert result.exit_code == 0 and "MUSE.2017-06-16T01:34:56.867.fits" in result.output, result.output
     assert not (tmp_path / "work" / "musered.db").exists()
+
+
+# --------------------------------------------------------------------------------------
+# MuseRed's raw columns and its example set
+
+
+def test_musered_keywords_and_additional_keywords_are_real_columns(settings, database):
+    from sqlalchemy import inspect, text
+
+    populate(settings.raw_path)
+    update_db(settings, database, progress=False)
+    sci = raw_rows(database)["MUSE.2017-06-16T01:34:56.867.fits"]
+    assert (sci.TEL_AIRM_START, sci.RA, sci.DEC, sci.INSTRUME) == (1.065, 215.609, -44.151, "MUSE")
+    with database.engine.connect() as conn:  # the SQL a MuseRed user writes
+        names = conn.execute(text('SELECT name FROM raw WHERE "OBS_OBSERVER" = :who'), {"who": "Jane Doe"}).all()
+        airmass = conn.execute(text('SELECT count(*) FROM raw WHERE "TEL_AIRM_START" > 1.0')).scalar()
+    assert names == [("2017-06-16T02:10:00.000",)] and airmass >= 2
+
+    # a keyword added to the settings later: its column is made and filled without re-reading
+    more = make_settings(settings.workdir, additional_keywords=["ESO OBS OBSERVER", "TELESCOP", "ESO INS LAMP1 ST"])
+    report = update_db(more, database, progress=False)
+    assert report.skipped == 7
+    with database.engine.connect() as conn:  # (PostgreSQL folds unquoted names to lower case)
+        rows = dict(conn.execute(text('SELECT filename, "TELESCOP" FROM raw')).all())
+    assert rows["MUSE.2017-06-16T01:34:56.867.fits"] == "ESO-VLT-U4"
+    assert {c["name"]: str(c["type"]) for c in inspect(database.engine).get_columns("raw")}["TELESCOP"] == "TEXT"
+
+
+def test_exclusion_on_a_musered_column(tmp_path, database):
+    settings = make_settings(tmp_path, frames={"exclude": {"raw": [{"OBS_NAME": "bad-OB*"}]}})
+    write_raw_fits(settings.raw_path / "MUSE.2017-06-16T01:00:00.000.fits", header={"ESO OBS NAME": "bad-OB-1"})
+    write_raw_fits(settings.raw_path / "MUSE.2017-06-16T02:00:00.000.fits", header={"ESO OBS NAME": "good-OB"})
+    report = update_db(settings, database, progress=False)
+    assert report.excluded == 1
+    assert {n: r.excluded for n, r in raw_rows(database).items()} == {
+        "MUSE.2017-06-16T01:00:00.000.fits": True, "MUSE.2017-06-16T02:00:00.000.fits": False}
+
+
+def test_archive_files_without_dpr_nor_pro_catg_are_ingested(settings, database):
+    header = {"ESO DPR CATG": None, "ESO DPR TYPE": None, "ESO DPR TECH": None, "DATE-OBS": None}
+    write_raw_fits(settings.raw_path / "M.MUSE.2014-12-02T10:49:18.173.fits",
+                   header={**header, "ARCFILE": "M.MUSE.2014-12-02T10:49:18.173.fits", "INSTRUME": None})
+    write_raw_fits(settings.raw_path / "vignetting.fits", header={**header, "ARCFILE": None, "INSTRUME": "MUSE"})
+    write_raw_fits(settings.raw_path / "fors.fits", header={**header, "ARCFILE": None, "INSTRUME": "FORS2"})
+    report = update_db(settings, database, progress=False)
+    assert report.added == 2 and [Path(p).name for p, _ in report.failed] == ["fors.fits"]
+    row = raw_rows(database)["M.MUSE.2014-12-02T10:49:18.173.fits"]
+    assert (row.DPR_TYPE, row.PRO_CATG, row.night, row.name) == (None, None, None, "2014-12-02T10:49:18.173")
+
+
+@pytest.mark.skipif(not __import__("musered_example").available(), reason="MuseRed example material not found")
+def test_musered_example_set_gives_musereds_raw_table(tmp_path):
+    import sqlite3
+
+    import musered_example
+    from sqlalchemy import text
+
+    from musered.settings import load_settings
+
+    settings = load_settings(musered_example.example_folder(tmp_path / "work"))
+    database = Database(settings.database_url())
+    report = update_db(settings, database, progress=False)
+    assert (report.added, report.failed) == (155, [])  # MuseRed's info: "155 files"
+    ours = {r.name: r for r in raw_rows(database).values()}
+    theirs = musered_example.example_rows("raw")
+    assert len(ours) == len(theirs) == 155
+    columns = [c for c in theirs[0] if c not in ("id", "path", "date_import", "DATE_OBS", "filename")]
+    for row in theirs:
+        mine = ours[row["name"]]
+        for column in columns:
+            value = getattr(mine, column, None) if column in Raw.__table__.c else mine.extra.get(column)
+            expected = row[column]
+            if column == "PRO_DATANCOM" and expected is not None:
+                expected = int(expected)
+            assert value == expected, (row["name"], column)
+    # MuseRed users' SQL gives the same answers on both tables
+    queries = ["SELECT name FROM raw WHERE TEL_AIRM_START > 1.07",
+               "SELECT name FROM raw WHERE OCS_SGS_FWHM_MED < 0.6 AND DPR_TYPE = 'OBJECT'",
+               "SELECT name FROM raw WHERE OBS_NAME = 'IC4406' AND INS_DROT_POSANG > 100",
+               "SELECT name FROM raw WHERE TELESCOP = 'ESO-VLT-U4' AND INS_TEMP11_VAL < 13",
+               "SELECT name FROM raw WHERE night = '2017-06-15' AND run = 'GTO17'"]
+    source = sqlite3.connect(f"file:{musered_example.EXAMPLE_DB}?mode=ro&immutable=1", uri=True)
+    with database.engine.connect() as conn:
+        for query in queries:
+            expected = sorted(r[0] for r in source.execute(query))
+            assert expected and sorted(r[0] for r in conn.execute(text(query))) == expected, query
+    source.close()

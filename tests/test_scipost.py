@@ -705,6 +705,33 @@ def test_pixel_table_from_another_mode(night, calib, tmp_path):
     _assert_one_line(exc, other.name, "WFM-AO-N")
 
 
+def test_ao_exposure_with_raman_lines_is_reduced_and_says_raman_was_not_removed(night, calib, tmp_path, caplog):
+    """Raman-line removal is not implemented (issue 16): an AO exposure given RAMAN_LINES is
+    reduced, with a WARNING and ``RAMAN = F`` in its pixel table and cube; outside AO modes
+    RAMAN_LINES is ignored, as by the DRS."""
+    raman = _table(tmp_path / "raman_lines.fits", "RAMAN_LINES", {"lambda": [6825.4, 6827.3], "flux": [1.0, 1.0]})
+    tables = []
+    for table in night["exposures"][0]["tables"]:
+        tables.append(tmp_path / table.name)
+        shutil.copy(table, tables[-1])
+        with fits.open(tables[-1], mode="update") as hdul:
+            hdul[0].header["HIERARCH ESO INS MODE"] = "WFM-AO-N"
+    frames = {**_frames(night, calib, 0), "PIXTABLE_OBJECT": tables, "RAMAN_LINES": [raman]}
+    with caplog.at_level("WARNING", logger="recipes"):
+        products = _scipost(night, "out-raman-ao", frames, skymethod="none", save="cube,individual")
+    assert any("RAMAN_LINES raman_lines.fits given but the Raman lines are NOT removed" in r.getMessage()
+               and r.levelname == "WARNING" for r in caplog.records)
+    cube = next(p.path for p in products if p.tag == "DATACUBE_FINAL")
+    reduced = next(p.path for p in products if p.tag == "PIXTABLE_REDUCED")
+    assert fits.getheader(cube)["HIERARCH ESO DRS MUSE RAMAN"] is False
+    assert fits.getheader(reduced)["HIERARCH ESO DRS MUSE PIXTABLE RAMAN"] is False
+    assert "raman_lines.fits" not in repr(fits.getheader(cube))  # not listed as a calibration used
+    frames = {**_frames(night, calib, 0), "RAMAN_LINES": [raman]}  # the WFM-NOAO-N original
+    products = _scipost(night, "out-raman-noao", frames, skymethod="none", save="cube")
+    cube = next(p.path for p in products if p.tag == "DATACUBE_FINAL")
+    assert "HIERARCH ESO DRS MUSE RAMAN" not in fits.getheader(cube)
+
+
 def test_missing_response(night, calib):
     frames = _frames(night, calib, 0)
     del frames["STD_RESPONSE"]

@@ -191,10 +191,16 @@ def test_unchanged_inputs_are_not_recombined_but_new_flags_are(setup):
     assert again.status == "done" and again.reason == "already done"
     assert combine(settings, database, ["GTO17"], force=True)["GTO17"].status == "ok"
     assert combine(settings, database, ["GTO17"], method="mean")["GTO17"].status == "ok"  # other parameters
-    # a flagged standard leaves the combination: the inputs changed, so it is redone
+    # a flagged standard is still combined (MuseRed's policy) ...
     add_flag(database, ["2017-06-14T23:30:00.000"], "BAD_CENTERING", settings=settings)
+    kept = combine(settings, database, ["GTO17"], method="mean")["GTO17"]
+    assert kept.status == "done" and kept.left_out == {}
+    # ... and leaves it when the block says exclude_flags: the inputs changed, so it is redone
+    settings = settings_from_dict({**settings.data, "recipes": {"muse_std_combine": {"exclude_flags": True}}},
+                                  base_dir=settings.base_dir)
     result = combine(settings, database, ["GTO17"], method="median")["GTO17"]
     assert result.status == "ok" and result.qc["QC STDCOMBINE NINPUT"] == 2
+    assert result.left_out == {"2017-06-14T23:30:00.000": "flagged (BAD_CENTERING)"}
     lam, resp, _ = read_response(Path(settings.reduced_path) / "std_combine" / "GTO17" / "STD_RESPONSE.fits")
     assert np.allclose(resp, true_response(LAM) + (0.02 - 0.05) / 2)
     with database.session() as session:

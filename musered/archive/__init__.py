@@ -55,7 +55,7 @@ from .query import (
     filter_terms,
 )
 from .retrieve import RetrievalReport, Retriever
-from .verify import FITS_BLOCK, Rejected, verify_delivery
+from .verify import FITS_BLOCK, Rejected, verify_delivery, verify_fits
 
 __all__ = [
     "DEFAULT_TAP_TABLE", "DEFAULT_TAP_URL", "FITS_BLOCK", "FITS_SUFFIXES", "KEYRING_SERVICE",
@@ -63,5 +63,5 @@ __all__ = [
     "Archive", "ArchiveConfig", "ArchiveError", "ArchiveFile", "AstroqueryDownloader", "CalSelector",
     "EsoLogin", "Rejected", "RetrievalReport", "Retriever", "TapQuery",
     "adql_condition", "adql_literal", "astroquery_defaults", "astroquery_messages", "filter_terms",
-    "local_files", "make_eso", "parse_association", "verify_delivery",
+    "local_files", "make_eso", "parse_association", "verify_delivery", "verify_fits",
 ]

@@ -63,11 +63,11 @@ class Archive:
         return self.query.columns()
 
     def science_files(self, archive_filter: dict, start: dt.date | None = None,
-                      end: dt.date | None = None) -> list[ArchiveFile]:
-        return self.query.science_files(archive_filter, start, end)
+                      end: dt.date | None = None, ins_mode: str | None = None) -> list[ArchiveFile]:
+        return self.query.science_files(archive_filter, start, end, ins_mode=ins_mode)
 
-    def calibration_files(self, night: dt.date, cutoff: dt.time) -> list[ArchiveFile]:
-        return self.query.calibration_files(night, cutoff)
+    def calibration_files(self, night: dt.date, cutoff: dt.time, ins_mode: str | None = None) -> list[ArchiveFile]:
+        return self.query.calibration_files(night, cutoff, ins_mode=ins_mode)
 
     def sizes(self, dp_ids: Iterable[str]) -> dict[str, int]:
         return self.query.sizes(dp_ids)

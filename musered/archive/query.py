@@ -157,8 +157,9 @@ class TapQuery:
         return files
 
     def science_files(self, archive_filter: dict, start: dt.date | None = None,
-                      end: dt.date | None = None) -> list[ArchiveFile]:
-        """Science files matching a dataset's ``archive_filter``, observed in [start, end] (UT dates)."""
+                      end: dt.date | None = None, ins_mode: str | None = None) -> list[ArchiveFile]:
+        """Science files matching a dataset's ``archive_filter``, observed in [start, end] (UT
+        dates), of instrument mode ``ins_mode`` (``WFM-AO-N``) when given."""
         filters = dict(archive_filter)
         terms = filter_terms(filters)
         if "dp_cat" not in filters:
@@ -167,15 +168,20 @@ class TapQuery:
             terms.append(f"exp_start >= {adql_literal(start.isoformat())}")
         if end is not None:
             terms.append(f"exp_start < {adql_literal((end + dt.timedelta(days=1)).isoformat())}")
+        if ins_mode is not None:
+            terms.append(adql_condition("ins_mode", ins_mode))
         return self._files(terms)
 
-    def calibration_files(self, night: dt.date, cutoff: dt.time) -> list[ArchiveFile]:
-        """All calibration files of an observing night [night + cutoff, night + 1 day + cutoff)."""
+    def calibration_files(self, night: dt.date, cutoff: dt.time, ins_mode: str | None = None) -> list[ArchiveFile]:
+        """All calibration files of an observing night [night + cutoff, night + 1 day + cutoff),
+        only those of instrument mode ``ins_mode`` when given (MuseRed's ``--ins-mode``)."""
         begin = dt.datetime.combine(night, cutoff)
         end = begin + dt.timedelta(days=1)
-        return self._files(["dp_cat = 'CALIB'",
-                            f"exp_start >= {adql_literal(begin.isoformat())}",
-                            f"exp_start < {adql_literal(end.isoformat())}"])
+        terms = ["dp_cat = 'CALIB'", f"exp_start >= {adql_literal(begin.isoformat())}",
+                 f"exp_start < {adql_literal(end.isoformat())}"]
+        if ins_mode is not None:
+            terms.append(adql_condition("ins_mode", ins_mode))
+        return self._files(terms)
 
     def sizes(self, dp_ids: Iterable[str]) -> dict[str, int]:
         """Estimated sizes (bytes) of the given files, for the progress bar."""

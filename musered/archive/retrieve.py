@@ -112,11 +112,13 @@ class Retriever:
     # -- public entry points ----------------------------------------------------------------
     def retrieve_dataset(self, dataset: str, archive_filter: dict, *, start: dt.date | None = None,
                          end: dt.date | None = None, force: bool = False,
-                         dry_run: bool = False) -> RetrievalReport:
-        """Science files of a dataset missing from raw_path, then the calibrations of
-        every science file not yet recorded complete (all of them with ``force``)."""
+                         dry_run: bool = False, ins_mode: str | None = None) -> RetrievalReport:
+        """Science files of a dataset (of instrument mode ``ins_mode`` when given) missing
+        from raw_path, then the calibrations of every science file not yet recorded
+        complete (all of them with ``force``); the calibration selector's choice is not
+        filtered by mode (AO science takes non-AO ILLUM and twilight flats)."""
         report = RetrievalReport()
-        science = self.archive.science_files(archive_filter, start, end)
+        science = self.archive.science_files(archive_filter, start, end, ins_mode=ins_mode)
         report.queried = len(science)
         report.local = sum(f.dp_id in self.local for f in science)
         by_id = {f.dp_id: f for f in science}
@@ -148,10 +150,11 @@ class Retriever:
             report.completed += list(complete)
         return report
 
-    def retrieve_night_calibrations(self, night: dt.date, cutoff: dt.time, *,
-                                    dry_run: bool = False) -> RetrievalReport:
-        """Every calibration file of an observing night that raw_path lacks."""
-        files = self.archive.calibration_files(night, cutoff)
+    def retrieve_night_calibrations(self, night: dt.date, cutoff: dt.time, *, dry_run: bool = False,
+                                    ins_mode: str | None = None) -> RetrievalReport:
+        """Every calibration file of an observing night (of instrument mode ``ins_mode``
+        when given) that raw_path lacks."""
+        files = self.archive.calibration_files(night, cutoff, ins_mode=ins_mode)
         logger.debug("night %s: %d calibration files in the archive", night, len(files))
         report = self._download(files, dry_run)
         report.queried = len(files)

@@ -30,7 +30,6 @@ def verify_delivery(path: Path, dp_id: str) -> None:
     name = path.name
     if not name.startswith(dp_id):
         raise Rejected(f"delivered as {name}, expected a file named after {dp_id}")
-    size = path.stat().st_size
     with open(path, "rb") as fh:
         head = fh.read(FITS_BLOCK)
     if _looks_like_html(head):
@@ -44,15 +43,28 @@ def verify_delivery(path: Path, dp_id: str) -> None:
         raise Rejected("compressed delivery could not be uncompressed (is gunzip installed?)")
     if not name.endswith((".fits", ".fits.fz")):
         raise Rejected(f"unexpected file type {name}")
+    verify_fits(path)
+
+
+def verify_fits(path: Path) -> int:
+    """Check a FITS file on disk: the first card is ``SIMPLE``, every header parses, the
+    HDUs add up to the file size, and every CHECKSUM and DATASUM present matches (of the
+    HDUs as stored: a tile-compressed ``.fits.fz`` is not uncompressed). Rejected says
+    what is wrong; returns how many CHECKSUM/DATASUM keywords were verified (0: none)."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(FITS_BLOCK)
     if not head.startswith(b"SIMPLE  ="):
         raise Rejected(f"not a FITS file (starts with {head[:20]!r})")
     if size % FITS_BLOCK:
         raise Rejected(f"truncated: {size} bytes is not a whole number of FITS blocks")
-    _verify_fits_structure(path, size)
+    return _verify_fits_structure(path, size)
 
 
-def _verify_fits_structure(path: Path, size: int) -> None:
+def _verify_fits_structure(path: Path, size: int) -> int:
     from astropy.io import fits
+
+    verified = 0
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -65,10 +77,16 @@ def _verify_fits_structure(path: Path, size: int) -> None:
                 if expected != size:
                     raise Rejected(f"truncated or padded: {size} bytes, its FITS headers describe {expected}")
                 for index, hdu in enumerate(hdul):
-                    if "CHECKSUM" in hdu.header and hdu.verify_checksum() == 0:
-                        raise Rejected(f"CHECKSUM mismatch in HDU {index}")
-                    if "DATASUM" in hdu.header and hdu.verify_datasum() == 0:
-                        raise Rejected(f"DATASUM mismatch in HDU {index}")
+                    # DATASUM first: a changed data block is the likelier damage, and its
+                    # message is the more precise one (CHECKSUM covers header and data)
+                    if "DATASUM" in hdu.header:
+                        if hdu.verify_datasum() == 0:
+                            raise Rejected(f"DATASUM mismatch in HDU {index}")
+                        verified += 1
+                    if "CHECKSUM" in hdu.header:
+                        if hdu.verify_checksum() == 0:
+                            raise Rejected(f"CHECKSUM mismatch in HDU {index}")
+                        verified += 1
         except Rejected:
             raise
         except Exception as exc:
@@ -77,6 +95,7 @@ def _verify_fits_structure(path: Path, size: int) -> None:
                 or "header size" in str(w.message).lower()]
     if problems:
         raise Rejected(f"corrupt FITS: {one_line(problems[0])}")
+    return verified
 
 
 def _looks_like_html(head: bytes) -> bool:

@@ -55,7 +55,8 @@ def command(ctx: click.Context, directory: Path, profile: str, seed: int, fresh:
     else:
         _stage(f"reuse the simulation in {directory} (--fresh to start over)")
 
-    app = AppContext(str(settings_file), ctx.obj.loglevel if ctx.obj else None)
+    app = AppContext(str(settings_file), ctx.obj.loglevel if ctx.obj else None,
+                     ctx.obj.redversion if ctx.obj else None)
     _stage("musered update-db")
     _invoke(ctx, app, update_db_command, force=False, progress=False)
     _stage("musered info")
@@ -77,7 +78,7 @@ def command(ctx: click.Context, directory: Path, profile: str, seed: int, fresh:
     _invoke(ctx, app, report_command, out=None)
 
     _stage("fidelity against the simulator's truth")
-    rows = fidelity_table(app.database, load_truth(directory))
+    rows = fidelity_table(app.database, load_truth(directory), app.settings.version)
     widths = [max((len(text) for text in column), default=0)
               for column in zip(*((row.quantity, row.measured, row.goal) for row in rows))]
     for row in rows:

@@ -7,10 +7,9 @@ import sys
 import click
 
 from ..errors import MuseredError
-from .steps import StepsCommand, method_recipe, methods
+from .steps import StepsCommand
 
 COMMAND = "exp-combine"
-DEFAULT_METHOD = "drs"
 
 
 @click.command(COMMAND, cls=StepsCommand, musered_command=COMMAND, step_flags=False)
@@ -21,8 +20,9 @@ DEFAULT_METHOD = "drs"
               help="Take parameters, frames and from_recipe from this settings block "
                    "(default: the block named after the method's recipe).")
 @click.option("--name", default=None, metavar="NAME",
-              help="Name of the result: DATASET_NAME, folder exp_combine/DATASET_NAME (default NAME: the method).")
-@click.option("--force", is_flag=True, help="Re-run datasets that are already done.")
+              help="Name of the result: DATASET_NAME, folder exp_combine/DATASET_NAME (default NAME: the "
+                   "method); with the block's names_with_selection, the entry to combine (default: all).")
+@click.option("-f", "--force", is_flag=True, help="Re-run datasets that are already done.")
 @click.option("--dry-run", is_flag=True, help="Print the frames chosen; run nothing.")
 @click.pass_obj
 def command(app, datasets, method, params_block, name, force, dry_run) -> None:
@@ -35,41 +35,37 @@ def command(app, datasets, method, params_block, name, force, dry_run) -> None:
     name such as OFFSET_LIST_drs from exp-align), weighted and resampled once with
     cosmic-ray rejection → DATACUBE_FINAL, IMAGE_FOV, EXPMAP. mpdaf: the DATACUBE_FINAL of
     from_recipe (default muse_scipost_make_cube, all on one OUTPUT_WCS) combined voxel by
-    voxel → DATACUBE_FINAL, EXPMAP_CUBE, EXPMAP_IMAGE, STATPIX, IMAGE_FOV. Flagged
-    exposures are left out (the block's exclude_flags). The method can also be set by the
-    block's `method`.
+    voxel → DATACUBE_FINAL, EXPMAP_CUBE, EXPMAP_IMAGE, STATPIX, IMAGE_FOV. The method can
+    also be set by the block's `method`.
+
+    Every exposure of the dataset is combined, flagged ones included, unless the block
+    says `exclude_flags: true` (any flag) or `exclude_flags: [FLAG, ...]` (those flags).
+    The block's `select: {TABLE: "SQL condition" or {column: value}}` keeps only the
+    exposures whose name the query picks (raw: '"TEL_AIRM_START" < 1.07'), and
+    `names_with_selection: {OUTPUT_NAME: {TABLE: ...}}` makes one product per entry,
+    named OUTPUT_NAME (--name picks one). Each exposure left out (not selected, flagged,
+    excluded in frames.exclude, or with no product of from_recipe) is listed here with
+    the reason, and at the top of the result's log.txt.
     """
-    from ..runner import run_step
+    from ..expcombine import combine_problem, combine_recipe, exp_combine
 
     settings = app.settings
-    known = getattr(settings, "datasets", {}) or {}
-    for dataset in datasets:
-        if dataset not in known:
-            raise MuseredError(f"unknown dataset {dataset!r}; datasets in the settings: "
-                               f"{', '.join(sorted(known)) or 'none'}")
-    if params_block is not None and params_block not in (settings.recipes or {}):
-        blocks = ", ".join(sorted(b for b in (settings.recipes or {}) if b != "common")) or "none"
-        raise MuseredError(f"--params {params_block}: no such block in the settings; blocks: {blocks}")
-    default_block = params_block or method_recipe(COMMAND, DEFAULT_METHOD).name
-    if method is None:
-        method = str(settings.recipe_block(default_block).get("method") or DEFAULT_METHOD)
-        if method not in methods(COMMAND):
-            raise MuseredError(f"recipes.{default_block}.method: {method!r} is not one of "
-                               f"{', '.join(methods(COMMAND))}")
-    recipe = method_recipe(COMMAND, method)
-    block_name = params_block or recipe.name
-    name = name or method
-    if not name or "/" in name or name.strip() != name:
-        raise MuseredError(f"--name {name!r}: must be a plain name without '/' or spaces around it")
-    summary = run_step(settings, app.database, recipe, list(datasets), params_block=params_block, force=force,
-                       dry_run=dry_run, progress=sys.stderr.isatty(), dataset_suffix=f"_{name}")  # fmt: skip
-    if summary.failed:
-        raise MuseredError(summary.failure_message())
-    missing = [r for r in summary.results if r.status == "excluded"]
-    if missing and not any(r.status in ("ok", "done", "dry-run") for r in summary.results):
-        raise MuseredError(f"{block_name}: nothing to combine: {missing[0].name} ({missing[0].reason})")
-    if dry_run:
-        return
+    summary = exp_combine(settings, app.database, datasets, method=method, params_block=params_block, name=name,
+                          force=force, dry_run=dry_run, progress=sys.stderr.isatty())
+    _, block_name, method = combine_recipe(settings, method, params_block)
     for r in summary.results:
         if r.status in ("ok", "done"):
             click.echo(f"{r.name}: combined cube in {r.folder} ({block_name}, method {method}, {r.status})")
+        echo_left_out(r)
+    problem = combine_problem(summary)
+    if problem:
+        raise MuseredError(problem)
+
+
+def echo_left_out(result) -> None:
+    """Name every exposure a dataset result left out, and why (a combined cube must never
+    lose an exposure silently)."""
+    if result.left_out:
+        click.echo(f"{result.name}: {len(result.left_out)} exposure(s) left out:")
+        for name, reason in sorted(result.left_out.items()):
+            click.echo(f"  {name}: {reason}")

@@ -9,7 +9,11 @@ import click
 
 @click.group("flags")
 def command() -> None:
-    """Add, remove and list exposure flags; flagged exposures are excluded by default.
+    """Add, remove and list exposure flags.
+
+    Flagged exposures are still processed and combined; a recipe block with
+    `exclude_flags: true` (any flag) or `exclude_flags: [FLAG, ...]` leaves them out of
+    that step (exp-combine, exp-align, std-combine ...), which lists them with the reason.
 
     NAME is an exposure name (2017-06-16T01:34:56.867) or a glob ("2017-06-16T0*").
     Valid flags: BAD_CENTERING, BAD_IMAQUALITY, BAD_SKY_FLUX, BAD_SKY_SUB, BAD_SLICE,

@@ -11,7 +11,7 @@ COMMAND = "process-calib"
 
 @click.command(COMMAND, cls=StepsCommand, musered_command=COMMAND)
 @click.argument("date_or_glob", nargs=-1)
-@click.option("--force", is_flag=True, help="Re-run sequences that are already done.")
+@click.option("-f", "--force", is_flag=True, help="Re-run sequences that are already done.")
 @click.option("--dry-run", is_flag=True, help="Print the frames chosen for each sequence; run nothing.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Run this many sequences at once (process pool).")

@@ -13,7 +13,7 @@ COMMAND = "process-exp"
 @click.argument("name_or_date", nargs=-1)
 @click.option("--dataset", "datasets", multiple=True, metavar="NAME",
               help="Only the exposures of this dataset (repeatable).")
-@click.option("--force", is_flag=True, help="Re-run exposures that are already done.")
+@click.option("-f", "--force", is_flag=True, help="Re-run exposures that are already done.")
 @click.option("--dry-run", is_flag=True, help="Print the frames chosen for each exposure; run nothing.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None,
               help="Run this many exposures at once (process pool).")
@@ -27,8 +27,9 @@ def command(app, name_or_date, datasets, force, dry_run, jobs, params_block, **f
     night, a run name or a glob; nothing means every exposure. With no step flag, the
     steps above run in order; a step whose inputs come from another step that it needs
     on the same exposures (--standard: scibasic of the standard stars) runs it first.
-    Flagged or excluded exposures are skipped and listed. Exits non-zero, naming them,
-    if any exposure failed.
+    Flagged exposures are processed like any other (as in MuseRed; a block's
+    exclude_flags leaves them out of that step); exposures excluded in frames.exclude
+    are skipped and listed. Exits non-zero, naming them, if any exposure failed.
     """
     selection = list(name_or_date) + list(datasets)
     run_selected_steps(app, chosen_steps(COMMAND, flags), selection, params_block=params_block,

@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import sys
 
 import click
 
 from ..errors import MuseredError
-
-
-def _parse_night(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise MuseredError(f"--calib {value!r}: expected an ISO night YYYY-MM-DD") from None
 
 
 @click.command("retrieve-data")
@@ -26,7 +18,11 @@ def _parse_night(value: str) -> dt.date:
 @click.option("--end", type=click.DateTime(["%Y-%m-%d"]), default=None, metavar="DATE",
               help="Only files observed on or before this UT date (YYYY-MM-DD).")
 @click.option("--calib", "calib_nights", multiple=True, metavar="NIGHT",
-              help="Also retrieve all calibrations of this night (YYYY-MM-DD); repeatable.")
+              help="Also retrieve all calibrations of this night (YYYY-MM-DD); repeatable, or comma-separated.")
+@click.option("--ins-mode", default=None, metavar="MODE",
+              help="Only files of this instrument mode (WFM-AO-N, WFM-NOAO-N, NFM-AO-N ...): the "
+                   "--calib nights' calibrations and the datasets' science files (not the calibrations "
+                   "the archive associates with them).")
 @click.option("--force", is_flag=True,
               help="Ask the calibration selector again for every science file, not only the "
                    "ones whose calibrations are not all retrieved yet.")
@@ -38,7 +34,7 @@ def _parse_night(value: str) -> dt.date:
 @click.option("--progress/--no-progress", default=None,
               help="Show progress bars (default: when the terminal is interactive).")
 @click.pass_obj
-def command(app, datasets, help_query, start, end, calib_nights, force, dry_run, no_update_db,
+def command(app, datasets, help_query, start, end, calib_nights, ins_mode, force, dry_run, no_update_db,
             username, progress) -> None:
     """Retrieve the raw files of DATASET(s) and their calibrations from the ESO archive.
 
@@ -49,107 +45,27 @@ def command(app, datasets, help_query, start, end, calib_nights, force, dry_run,
     Every download is verified (FITS structure, size, checksum) before entering raw_path.
     Exits with status 1 if any requested file could not be retrieved.
     """
-    from ..archive import Archive, ArchiveConfig, Retriever
-
-    settings = app.settings
-    config = ArchiveConfig.from_settings(settings.retrieve_data, username=username)
-    archive = Archive(config)
+    from ..retrievedata import archive_columns, retrieve_data
 
     if help_query:
-        _print_columns(archive)
+        _print_columns(*archive_columns(app.settings, username))
         return
-
-    if not datasets and not calib_nights:
-        raise MuseredError("give at least one DATASET (or --calib NIGHT); "
-                           f"datasets in the settings: {', '.join(settings.datasets) or 'none'}")
-    for name in datasets:
-        if name not in settings.datasets:
-            raise MuseredError(f"dataset {name!r} is not in the settings "
-                               f"(known: {', '.join(settings.datasets) or 'none'})")
-        if not settings.datasets[name].archive_filter:
-            raise MuseredError(f"dataset {name!r} has no archive_filter in the settings")
-    nights = [_parse_night(n) for n in calib_nights]
-    start = start.date() if start else None
-    end = end.date() if end else None
-    if start and end and end < start:
-        raise MuseredError(f"--end {end} is before --start {start}")
-
-    if progress is None:
-        progress = sys.stderr.isatty()
-    raw_path = settings.raw_path
-    if not dry_run:
-        try:
-            raw_path.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise MuseredError(f"cannot create raw_path {raw_path}: {exc.strerror}") from None
-        if config.username:
-            archive.login(config.username, interactive=sys.stdin.isatty())
-    # also for --dry-run: the record of complete science files decides what is asked for
-    database = app.database
-
-    from rich.console import Console
-
-    retriever = Retriever(archive, raw_path, database, progress=progress, console=Console(stderr=True))
-    reports = []
-    for name in datasets:
-        report = retriever.retrieve_dataset(name, settings.datasets[name].archive_filter,
-                                            start=start, end=end, force=force, dry_run=dry_run)
-        click.echo(f"{name}: {_n(report.queried, 'science file')} in the archive, "
-                   f"{report.local} already in raw_path; calibrations asked for {report.associated} of them "
-                   f"({report.present} files already in raw_path)")
-        reports.append(report)
-    for night in nights:
-        report = retriever.retrieve_night_calibrations(night, settings.night_cutoff, dry_run=dry_run)
-        click.echo(f"night {night}: {_n(report.queried, 'calibration file')} in the archive, "
-                   f"{report.local} already in raw_path")
-        reports.append(report)
-
-    if dry_run:
-        planned = {f.dp_id: f for r in reports for f in r.planned}
-        click.echo(f"Would download {_n(len(planned), 'file')}"
-                   + (f" ({_size(sum(f.size or 0 for f in planned.values()))} known)" if planned else ""))
-        for item in sorted(planned.values(), key=lambda f: f.dp_id):
-            size = _size(item.size) if item.size is not None else "?"
-            click.echo(f"  {item.dp_id}  {item.kind}  {size}")
-        return
-
-    downloaded = [p for r in reports for p in r.downloaded]
-    nbytes = sum(r.bytes for r in reports)
-    missing: dict[str, str] = {}
-    for r in reports:
-        missing.update(r.missing)
-    click.echo(f"Downloaded {_n(len(downloaded), 'file')} ({_size(nbytes)}) into {raw_path}")
-
-    if not no_update_db:
-        from ..ingest import update_db
-
-        click.echo(update_db(settings, database, progress=progress).summary())
-
+    report = retrieve_data(app.settings, app.database, datasets, start=start, end=end, calib_nights=calib_nights,
+                           ins_mode=ins_mode, force=force, dry_run=dry_run, update_db=not no_update_db,
+                           username=username, progress=sys.stderr.isatty() if progress is None else progress,
+                           echo=click.echo)
+    missing = report.missing
     if missing:
         click.echo(f"{len(missing)} requested files were not retrieved:", err=True)
         for dp_id in sorted(missing):
             click.echo(f"  {dp_id}: {missing[dp_id]}", err=True)
-        raise MuseredError(f"{len(missing)} requested files were not retrieved (listed above); "
-                           "run retrieve-data again to resume")
+        raise MuseredError(report.failure_message(listed=True))
 
 
-def _print_columns(archive) -> None:
-    columns = archive.columns()
-    click.echo(f"Queryable columns of {archive.config.tap_table} at {archive.config.tap_url} "
-               f"(archive_filter keys; instrument = {archive.config.instrument!r} is implied):")
+def _print_columns(config, columns) -> None:
+    click.echo(f"Queryable columns of {config.tap_table} at {config.tap_url} "
+               f"(archive_filter keys; instrument = {config.instrument!r} is implied):")
     width = max((len(c["column_name"]) for c in columns), default=10)
     for col in columns:
         unit = f"[{col['unit']}]" if col["unit"] else ""
         click.echo(f"  {col['column_name']:<{width}}  {col['datatype']:<8} {unit:<8} {col['description']}")
-
-
-def _n(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
-
-
-def _size(nbytes: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if nbytes < 1000 or unit == "GB":
-            return f"{nbytes} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1000
-    return f"{nbytes:.1f} TB"

@@ -89,7 +89,7 @@ def std_combine(settings, database, selectors: tuple[str, ...] = (), *, name: st
               help="How to combine: the recipe's method parameter (default: the block's, else median).")
 @click.option("--params", "params_block", default=None, metavar="BLOCK",
               help="Take parameters, from_recipe, exclude_flags and output_dir from this settings block.")
-@click.option("--force", is_flag=True, help="Combine again even if the inputs and parameters are unchanged.")
+@click.option("-f", "--force", is_flag=True, help="Combine again even if the inputs and parameters are unchanged.")
 @click.option("--dry-run", is_flag=True, help="List the inputs of each combination; write nothing.")
 @click.pass_obj
 def command(app, run_or_date, name, mode, method, params_block, force, dry_run) -> None:
@@ -100,16 +100,19 @@ def command(app, run_or_date, name, mode, method, params_block, force, dry_run) 
     RUN_OR_DATE: a run of the settings or a night (YYYY-MM-DD, grouped by its run);
     nothing means every run. The result is stored under the run's name: use it with
     `frames: {STD_RESPONSE: RUN, STD_TELLURIC: RUN}` in the muse_scipost block.
+    Flagged standards are combined unless the block says `exclude_flags: true` (any flag)
+    or lists flag names; each standard left out is listed with the reason.
     """
     summary = std_combine(app.settings, app.database, tuple(run_or_date), name=name, mode=mode, method=method,
                           params_block=params_block, force=force, dry_run=dry_run, progress=sys.stderr.isatty(),
                           report=False)
+    from .exp_combine import echo_left_out
+
+    for r in summary.results:
+        if r.status in ("ok", "done") and not dry_run:
+            click.echo(f"{r.name}: {r.status}, {', '.join(p.name for p in r.products) or r.reason} in {r.folder}")
+        echo_left_out(r)
     if summary.failed:
         raise MuseredError(summary.failure_message())
     if summary.results and all(r.status == "excluded" for r in summary.results):
         raise MuseredError("nothing combined: " + "; ".join(f"{r.name}: {r.reason}" for r in summary.results))
-    if dry_run:
-        return
-    for r in summary.results:
-        if r.status in ("ok", "done"):
-            click.echo(f"{r.name}: {r.status}, {', '.join(p.name for p in r.products) or r.reason} in {r.folder}")

@@ -9,6 +9,7 @@ flag or method, and whether it runs by default; the order comes from
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping, Sequence
 
@@ -55,6 +56,19 @@ def methods(command: str) -> list[str]:
     return sorted(r.step_name for r in command_recipes(command))
 
 
+#: Step flags a command shows before their recipe exists (MuseRed's names, kept for its
+#: users): step -> the issue that brings it. A registered recipe of that step replaces it.
+RESERVED_STEPS: dict[str, dict[str, str]] = {
+    "process-exp": {"superflat": "issue 16", "zap": "issue 16", "fsf": "issue 17"},
+}
+
+
+def reserved_steps(command: str) -> dict[str, str]:
+    """The reserved step flags of ``command`` that no registered recipe provides yet."""
+    provided = {r.step_name for r in command_recipes(command)}
+    return {step: issue for step, issue in RESERVED_STEPS.get(command, {}).items() if step not in provided}
+
+
 class StepsCommand(click.Command):
     """A click command that runs the recipes of ``musered_command``, read from the registry
     when the command is used (so a recipe registered later is there): with ``step_flags``
@@ -78,16 +92,39 @@ class StepsCommand(click.Command):
             note = "" if recipe.by_default else " (only when asked for)"
             flags.append(click.Option([f"--{recipe.step_name}"], is_flag=True,
                                       help=f"Run {recipe.name}{note}: {recipe.description}"))
+        for step, issue in reserved_steps(self.musered_command).items():
+            if step not in names:
+                flags.append(click.Option([f"--{step}"], is_flag=True,
+                                          help=f"({issue}: not available yet)"))
         return params[:-1] + flags + params[-1:]  # --help stays last
 
-    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+    def invoke(self, ctx: click.Context):
+        for step, issue in reserved_steps(self.musered_command).items():
+            if ctx.params.pop(step, False):
+                raise MuseredError(f"{self.musered_command} --{step}: not available yet ({issue})")
+        return super().invoke(ctx)
+
+    def _expand(self, text: str) -> str:
         recipes = command_recipes(self.musered_command)
         steps = ", ".join(r.step_name for r in recipes if r.by_default)
         described = "; ".join(f"{r.step_name} ({r.name}: {r.description.rstrip('.')})" for r in recipes)
+        return text.replace("{steps}", steps).replace("{methods}", described)
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         original = self.help
-        self.help = (original or "").replace("{steps}", steps).replace("{methods}", described)
+        self.help = self._expand(original or "")
         try:
             super().format_help_text(ctx, formatter)
+        finally:
+            self.help = original
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        # the command list (`musered --help`) must not wait for the registry (seconds of
+        # imports): the placeholders are dropped there, expanded in the command's own help
+        original = self.help
+        self.help = re.sub(r":?\s*\{(steps|methods)\}", "", original or "")
+        try:
+            return super().get_short_help_str(limit)
         finally:
             self.help = original
 

@@ -8,7 +8,7 @@ import click
 
 
 @click.command("update-db")
-@click.option("--force", is_flag=True, help="Re-read every file (after changing datasets, runs or exclusions).")
+@click.option("-f", "--force", is_flag=True, help="Re-read every file (after changing datasets, runs or exclusions).")
 @click.option("--progress/--no-progress", default=None,
               help="Show a progress bar (default: when the terminal is interactive).")
 @click.pass_obj

@@ -3,7 +3,15 @@
 Conventions: ``night`` is the observing night as an ISO date string ``YYYY-MM-DD``
 (see :func:`musered.nights.night_of`); timestamps are naive UTC ``datetime``;
 header-derived columns keep the ESO keyword spelling with dots and spaces replaced by
-underscores (``ESO DPR TYPE`` -> ``DPR_TYPE``).
+underscores (``ESO DPR TYPE`` -> ``DPR_TYPE``), as MuseRed names them, so that the SQL a
+MuseRed user writes on ``raw`` works here. Columns made at run time (not in these
+models): one ``raw`` column per ``settings.additional_keywords`` keyword
+(:mod:`musered.db.rawtable`) and the QC tables ``qc_{PRO_CATG}`` (:mod:`musered.qctables`).
+
+Schema versions: 1 kept most keywords in the ``header`` JSON only; 2 has every keyword
+MuseRed turns into a raw column as a real column, ``reduced.warnings``, ``gto_logs`` and
+``qc_info``. A version-1 database is migrated in place when opened
+(:mod:`musered.db.migrate`).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import datetime as dt
 from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Base(DeclarativeBase):
@@ -54,8 +62,34 @@ class Raw(Base):
     TPL_ID: Mapped[str | None] = mapped_column(String(64))
     INS_MODE: Mapped[str | None] = mapped_column(String(32))
     INS_TEMP7_VAL: Mapped[float | None] = mapped_column(Float)
+    # The other keywords MuseRed makes raw columns of (its RAW_FITS_KEYWORDS)
+    ORIGFILE: Mapped[str | None] = mapped_column(String(255))
+    INSTRUME: Mapped[str | None] = mapped_column(String(32))
+    RA: Mapped[float | None] = mapped_column(Float)
+    DEC: Mapped[float | None] = mapped_column(Float)
+    INS_DROT_POSANG: Mapped[float | None] = mapped_column(Float)
+    INS_TEMP4_VAL: Mapped[float | None] = mapped_column(Float)
+    INS_TEMP11_VAL: Mapped[float | None] = mapped_column(Float)
+    OBS_NAME: Mapped[str | None] = mapped_column(String(255))
+    OBS_START: Mapped[str | None] = mapped_column(String(32))
+    OBS_TARG_NAME: Mapped[str | None] = mapped_column(String(255))
+    OCS_SGS_AG_FWHMX_MED: Mapped[float | None] = mapped_column(Float)
+    OCS_SGS_AG_FWHMY_MED: Mapped[float | None] = mapped_column(Float)
+    OCS_SGS_AG_FWHMX_RMS: Mapped[float | None] = mapped_column(Float)
+    OCS_SGS_AG_FWHMY_RMS: Mapped[float | None] = mapped_column(Float)
+    OCS_SGS_FWHM_MED: Mapped[float | None] = mapped_column(Float)
+    OCS_SGS_FWHM_RMS: Mapped[float | None] = mapped_column(Float)
+    PRO_DATANCOM: Mapped[int | None] = mapped_column(Integer)
+    TEL_AIRM_START: Mapped[float | None] = mapped_column(Float)
+    TEL_AIRM_END: Mapped[float | None] = mapped_column(Float)
+    TEL_AMBI_WINDDIR: Mapped[float | None] = mapped_column(Float)
+    TEL_AMBI_WINDSP: Mapped[float | None] = mapped_column(Float)
+    TEL_MOON_RA: Mapped[float | None] = mapped_column(Float)
+    TEL_MOON_DEC: Mapped[float | None] = mapped_column(Float)
     excluded: Mapped[bool] = mapped_column(Boolean, default=False)
-    # settings.additional_keywords, keyed by their column name (ESO OBS OBSERVER -> OBS_OBSERVER)
+    # settings.additional_keywords, keyed by their column name (ESO OBS OBSERVER -> OBS_OBSERVER);
+    # each is also a real column of its own (musered.db.rawtable), this map is what the
+    # catalog and info read without knowing the settings' keywords
     extra: Mapped[dict] = mapped_column(JSON, default=dict)
     header: Mapped[dict] = mapped_column(JSON, default=dict)
     ingested: Mapped[dt.datetime | None] = mapped_column(DateTime)
@@ -81,8 +115,10 @@ class Reduced(Base):
     params: Mapped[dict] = mapped_column(JSON, default=dict)
     frames: Mapped[dict] = mapped_column(JSON, default=dict)  # tag -> [{path, md5}]
     qc: Mapped[dict] = mapped_column(JSON, default=dict)
+    # 'ok': usable as an input; 'missing': recorded (by an import) but its file is not on disk
     status: Mapped[str] = mapped_column(String(16), default="ok")
     runtime: Mapped[float | None] = mapped_column(Float)
+    warnings: Mapped[int | None] = mapped_column(Integer)  # warnings in the run's log (MuseRed nbwarn)
     log_path: Mapped[str | None] = mapped_column(String(1024))
     output_dir: Mapped[str | None] = mapped_column(String(1024))
     ifus: Mapped[list] = mapped_column(JSON, default=list)  # IFUs the product covers (1-24)
@@ -128,3 +164,38 @@ class Retrieved(Base):
     dataset: Mapped[str | None] = mapped_column(String(64))
     n_calib: Mapped[int] = mapped_column(Integer, default=0)
     date: Mapped[dt.datetime] = mapped_column(DateTime)
+
+
+class GtoLog(Base):
+    """MuseRed's ``gto_logs`` (observers' flags and comments of the GTO databases), kept
+    with MuseRed's columns; filled by ``import-musered``."""
+
+    __tablename__ = "gto_logs"
+    __table_args__ = (UniqueConstraint("name", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(64), index=True)
+    ARCFILE: Mapped[str | None] = mapped_column(String(255))
+    OBS_START: Mapped[str | None] = mapped_column(String(32))
+    version: Mapped[str | None] = mapped_column(String(32))
+    flag: Mapped[str | None] = mapped_column(String(16))
+    comment: Mapped[str | None] = mapped_column(Text)
+    date: Mapped[str | None] = mapped_column(String(32))
+    author: Mapped[str | None] = mapped_column(String(255))
+    fcomment: Mapped[str | None] = mapped_column(Text)
+    fdate: Mapped[str | None] = mapped_column(String(32))
+    fauthor: Mapped[str | None] = mapped_column(String(255))
+
+
+class QcInfo(Base):
+    """One row per QC table and version (MuseRed's ``qc_info``): when update-qc last filled
+    ``table`` (``qc_{PRO_CATG}``) and how many rows of that version it has. ``DPR_TYPE`` is
+    the product type (PRO CATG), under MuseRed's column name."""
+
+    __tablename__ = "qc_info"
+    __table_args__ = (UniqueConstraint("DPR_TYPE", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    DPR_TYPE: Mapped[str] = mapped_column(String(64))
+    table: Mapped[str] = mapped_column(String(128))
+    version: Mapped[str] = mapped_column(String(32))
+    date_updated: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    nrows: Mapped[int] = mapped_column(Integer, default=0)

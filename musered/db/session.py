@@ -1,4 +1,9 @@
-"""Engine and session factory. SQLite gets WAL, foreign keys and a busy timeout."""
+"""Engine and session factory. SQLite gets WAL, foreign keys and a busy timeout.
+
+Opening a database that is not ours (a MuseRed database, any other) raises a one-line
+MuseredError and changes nothing in it; ours is created on first use and migrated to the
+current schema (:mod:`musered.db.migrate`).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError, S
 from sqlalchemy.orm import Session, sessionmaker
 
 from ..errors import MuseredError
+from .migrate import check_not_foreign, foreign_database_error, migrate, sqlite_tables_readonly
 from .models import SCHEMA_VERSION, Base, SchemaVersion
 
 SQLITE_BUSY_TIMEOUT_S = 60
@@ -22,14 +28,23 @@ def sqlite_url(path: str | Path) -> str:
 
 
 class Database:
-    """A connection to the musered database; tables are created on first use."""
+    """A connection to the musered database; tables are created on first use.
+
+    ``path``: the SQLite file (None in memory or on a server).
+    """
 
     def __init__(self, url: str):
         url = _with_installed_driver(url)
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.path: Path | None = None
         if self.is_sqlite and url not in ("sqlite://", "sqlite:///:memory:"):
-            folder = Path(url.split("sqlite:///", 1)[1]).parent
+            self.path = Path(url.split("sqlite:///", 1)[1])
+            # before any connection of ours: the pragmas below would already alter the file
+            message = foreign_database_error(str(self.path), sqlite_tables_readonly(self.path), self.path)
+            if message:
+                raise MuseredError(message)
+            folder = self.path.parent
             try:
                 folder.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
@@ -44,6 +59,11 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        if not self.is_sqlite:
+            try:
+                check_not_foreign(self.engine, _safe(url))
+            except SQLAlchemyError as exc:
+                raise MuseredError(f"cannot open database {_safe(url)}: {exc}") from None
         self._create_tables()
 
     def _create_tables(self) -> None:
@@ -55,10 +75,12 @@ class Database:
                 with self.session() as session:
                     if session.scalar(select(SchemaVersion)) is None:
                         session.add(SchemaVersion(id=1, version=SCHEMA_VERSION))
+                migrate(self.engine, str(self.path) if self.path else _safe(self.url))
                 return
             except (OperationalError, IntegrityError, ProgrammingError) as exc:
                 message = str(exc.orig).lower()
-                racing = isinstance(exc, IntegrityError) or "already exists" in message or "locked" in message
+                racing = isinstance(exc, IntegrityError) or any(
+                    word in message for word in ("already exists", "locked", "duplicate column"))
                 if not racing or attempt == 4:
                     raise MuseredError(f"cannot use database {_safe(self.url)}: {exc.orig}") from None
                 time.sleep(0.1 * (attempt + 1))

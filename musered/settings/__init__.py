@@ -4,7 +4,7 @@ One YAML file (``--settings FILE``, else ``$MUSERED_SETTINGS``, else ``./setting
 holds every option; docs/settings.md is the user reference. Loading happens in stages:
 
 1. parse with a safe YAML loader (anchors, aliases and ``<<:`` merge keys work);
-2. drop MuseRed-only sections (``cpl``, ``GTO_logs``, ``plugins``) with one warning each,
+2. drop MuseRed-only sections (``cpl``, ``GTO_logs``) with one warning each,
    reject unknown top-level keys (with the closest known key suggested);
 3. substitute ``{key}`` (a top-level key with a single value) in every string and every
    mapping key of the tree, to any depth of references; ``{{``/``}}`` are literal braces;

@@ -80,11 +80,42 @@ class RecipeChecker(BaseChecker):
         if "exclude_flags" in out and not isinstance(out["exclude_flags"], bool):
             out["exclude_flags"] = self.names(out["exclude_flags"], f"{keypath}.exclude_flags",
                                               "true, false or a list of flag names")
+        self.selections(out, keypath)
         if common:
-            for key in ("from_recipe", "filt", "method"):
+            for key in ("from_recipe", "filt", "method", "select", "names_with_selection"):
                 if key in out:
                     self.fail(f"{keypath}.{key}", "belongs in a recipe block, not in common")
         return out
+
+    def selections(self, block: dict[str, Any], keypath: str) -> None:
+        """``select: {TABLE: query}`` and ``names_with_selection: {NAME: {TABLE: query}}``
+        (:mod:`musered.selection`): their shape; tables and columns are checked when a
+        command runs the queries. As in MuseRed, ``select`` is not read when
+        ``names_with_selection`` is given."""
+        from ..selection import normalized_queries, query_problem
+
+        def checked(value: Any, child: str) -> dict[str, Any]:
+            problem = query_problem(value)
+            if problem is not None:
+                self.fail(f"{child}.{problem[0]}" if problem[0] else child, problem[1])
+            return normalized_queries(value)
+
+        if block.get("select") is not None:
+            block["select"] = checked(block["select"], f"{keypath}.select")
+        if block.get("names_with_selection") is not None:
+            entries = self.mapping(block["names_with_selection"], f"{keypath}.names_with_selection",
+                                   "a mapping {OUTPUT_NAME: {TABLE: query}}")
+            for name, queries in entries.items():
+                child = f"{keypath}.names_with_selection.{name}"
+                if not isinstance(name, str) or not name or "/" in name or name.strip() != name:
+                    self.fail(child, "an output name is a plain name without '/' or spaces around it")
+                entries[name] = None if queries is None else checked(queries, child)
+            if not entries:
+                self.fail(f"{keypath}.names_with_selection", "names no output")
+            block["names_with_selection"] = entries
+            if block.get("select") is not None:
+                logger.warning("%s: %s.select: not read when names_with_selection is given (as in MuseRed)",
+                               self.where, keypath)
 
     def init(self, init: dict[str, Any], keypath: str) -> dict[str, Any]:
         """The run options of a block (``output_dir``...), MuseRed-only ones dropped."""

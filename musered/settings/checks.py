@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkrecipes import RecipeChecker
-from .keys import DATASET_KEYS, EXECUTOR_KEYS, EXECUTOR_KINDS, KEY_NAME, LOGLEVELS, RUN_KEYS
+from .keys import DATASET_KEYS, EXECUTOR_KEYS, EXECUTOR_KINDS, KEY_NAME, LOGLEVELS, PLUGIN_KEYS, RUN_KEYS
 from .model import Dataset, Run, Settings
 from .values import fail_at, is_scalar, kind_of, raw_columns, scalar_text, suggest
 
@@ -37,6 +37,7 @@ def build_settings(tree: dict[str, Any], where: str, base_dir: Path, path: Path 
     tree["flags"] = flags = checker.flags(tree["flags"])
     tree["executor"] = executor = checker.executor(tree["executor"])
     tree["recipes"] = recipes = checker.recipes(tree["recipes"])
+    tree["plugins"] = checker.plugins(tree["plugins"])
     db_env = tree.get("db_env")
     return Settings(
         path=path,
@@ -219,3 +220,28 @@ class Checker(RecipeChecker):
                 self.fail("executor.timeout", f"must be a number of seconds > 0, not {timeout!r}")
             out["timeout"] = timeout
         return out
+
+    def plugins(self, value: Any) -> dict[str, list[str]]:
+        """``{paths: [absolute folders], commands: ["module:function" or "/abs/file.py:function"]}``;
+        relative folders and files are taken from the settings file's folder. Whether the
+        modules import is checked when the commands load (:mod:`musered.plugins`)."""
+        section = self.mapping(value, "plugins", "a mapping with paths and commands (MuseRed's plugins.yml)")
+        self.check_keys(section, "plugins", PLUGIN_KEYS)
+        paths = [str(self._folder(p)) for p in self.names(section.get("paths"), "plugins.paths", "a folder or a list")]
+        commands = []
+        for i, entry in enumerate(self.names(section.get("commands"), "plugins.commands",
+                                             "'module:function' or a list of them")):
+            source, sep, attribute = entry.strip().rpartition(":")
+            if not sep or not source.strip() or not KEY_NAME.match(attribute.strip()):
+                self.fail(f"plugins.commands[{i}]", f"{entry!r} is not 'module:function' or 'file.py:function'")
+            source = source.strip()
+            if source.endswith(".py") or "/" in source:
+                source = str(self._folder(source))
+            elif not all(KEY_NAME.match(part) for part in source.split(".")):
+                self.fail(f"plugins.commands[{i}]", f"{source!r} is neither a module name nor a .py file")
+            commands.append(f"{source}:{attribute.strip()}")
+        return {"paths": paths, "commands": commands}
+
+    def _folder(self, text: str) -> Path:
+        path = Path(os.path.expanduser(text))
+        return path if path.is_absolute() else self.base_dir / path

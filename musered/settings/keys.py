@@ -32,6 +32,7 @@ SECTIONS: dict[str, Any] = {
     "retrieve_data": {},
     "recipes": {},
     "executor": "serial",
+    "plugins": {},
 }
 KNOWN_KEYS = tuple(DEFAULTS) + tuple(SECTIONS)
 PATH_KEYS = ("workdir", "db", "raw_path", "reduced_path", "muse_calib_path")
@@ -39,7 +40,6 @@ PATH_KEYS = ("workdir", "db", "raw_path", "reduced_path", "muse_calib_path")
 MUSERED_ONLY_KEYS = {
     "cpl": "python-cpl/esorex options; musered runs its own recipes",
     "GTO_logs": "muselog GTO observer databases are not imported by musered",
-    "plugins": "MuseRed plugins are not supported",
 }
 # Top-level keys starting with this prefix belong to the user: free values for {substitution}
 # and anchor holders, never interpreted.
@@ -49,15 +49,19 @@ EXECUTOR_KINDS = ("serial", "process", "dask")
 EXECUTOR_KEYS = ("kind", "jobs", "address", "cluster", "processes", "timeout")
 DATASET_KEYS = ("OBJECT", "archive_filter")
 RUN_KEYS = ("start_date", "end_date")
+# The plugins section (MuseRed's plugins.yml format): folders put on sys.path while the
+# plugins load, and the commands as "module:function" or "file.py:function".
+PLUGIN_KEYS = ("paths", "commands")
 
 # Recipe blocks (recipes.<name>): keys musered reads.
-BLOCK_KEYS = ("params", "init", "frames", "from_recipe", "filt", "method", "exclude_flags")
+BLOCK_KEYS = ("params", "init", "frames", "from_recipe", "filt", "method", "exclude_flags", "select",
+              "names_with_selection")
 INIT_KEYS = ("output_dir",)
 FRAMES_KEYS = ("exclude", "include", "offsets")
 # Keys of MuseRed recipe blocks that musered has no use for: warned about, then dropped.
 MUSERED_ONLY_BLOCK_KEYS = (
     "DPR_TYPE", "name", "max_exps", "superflat_from", "imphot_recipe", "filters",
-    "mean_waves", "fsf_recipe", "names_with_selection", "select", "use_scale",
+    "mean_waves", "fsf_recipe", "use_scale",
 )
 MUSERED_ONLY_INIT_KEYS = ("temp_dir", "log_dir", "use_drs_output", "nifu", "tag", "version", "verbose")
 # Blocks of MuseRed tools that musered does not run: kept as written, never validated.

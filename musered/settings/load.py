@@ -16,8 +16,12 @@ from .values import fail_at, kind_of, where_text
 from .yamlio import parse_yaml
 
 
-def load_settings(path: str | Path | None = None) -> Settings:
-    """Read the settings file: ``path``, else ``$MUSERED_SETTINGS``, else ``./settings.yml``."""
+def load_settings(path: str | Path | None = None, version: str | None = None) -> Settings:
+    """Read the settings file: ``path``, else ``$MUSERED_SETTINGS``, else ``./settings.yml``.
+
+    ``version`` (``musered --redversion``) replaces the file's ``version`` before
+    substitution, so ``{version}`` in ``reduced_path`` and elsewhere follows it.
+    """
     if path is None or str(path) == "":
         path = os.environ.get(SETTINGS_ENV) or DEFAULT_SETTINGS_FILE
     path = Path(path).expanduser()
@@ -32,22 +36,33 @@ def load_settings(path: str | Path | None = None) -> Settings:
         raise MuseredError(f"settings file {path} cannot be read: {reason}") from None
     path = path.resolve()
     data = parse_yaml(text, where_text(path))
-    return settings_from_dict(data, base_dir=path.parent, path=path)
+    return settings_from_dict(data, base_dir=path.parent, path=path, version=version)
 
 
 def settings_from_dict(
-    data: Mapping[str, Any] | None, base_dir: str | Path = ".", path: Path | None = None
+    data: Mapping[str, Any] | None, base_dir: str | Path = ".", path: Path | None = None,
+    version: str | None = None,
 ) -> Settings:
-    """Build settings from an already parsed tree (tests, tools); ``data`` is not modified."""
+    """Build settings from an already parsed tree (tests, tools); ``data`` is not modified.
+    ``version``: as for :func:`load_settings`."""
     where = where_text(path)
     base_dir = Path(base_dir).expanduser().resolve()
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         fail_at(where, None, f"the file must hold a mapping of settings, not {kind_of(data)}")
+    if version is not None:
+        data = {**data, "version": check_version(version)}
     top = check_top_level(data, where)
     subst = Substituter(top, where, base_dir)
     tree = subst.substitute_all()
     return build_settings(tree, where, base_dir, Path(path) if path is not None else None)
 
 
+def check_version(version: object) -> str:
+    """A reduction version given on the command line (``--redversion``) as text: one
+    non-empty word, usable in a folder name (it is substituted into ``reduced_path``)."""
+    text = str(version).strip()
+    if not text or any(c.isspace() for c in text) or "/" in text or "\\" in text or text in (".", ".."):
+        raise MuseredError(f"--redversion {version!r}: must be one word usable as a folder name (e.g. 0.2)")
+    return text

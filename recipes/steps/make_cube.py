@@ -20,23 +20,28 @@ The recipe reads as its steps:
    (IFU, slice, x) and wavelength plane (x pseudo-spatial, y wavelength).
 
 Euro3D output formats are not produced (``format`` accepts Cube and xCube).
+
+ASTROMETRY_WCS is associated as MuseRed does (its make_cube is muse_scipost on the reduced
+tables) but not applied: the tables muse_scipost reduced are already projected with it,
+and a table still in pixel units is resampled in pixel units (both logged).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
 from astropy.io import fits
 
-from recipes.calibs import FILTER_LIST, OFFSET_LIST, OUTPUT_WCS
+from recipes.calibs import ASTROMETRY_WCS, FILTER_LIST, OFFSET_LIST, OUTPUT_WCS
 from recipes.base import Param, ParamValue, Product, Recipe, RecipeError
 from recipes.algorithms.combination import merge_tables
 from recipes.algorithms.cube import collapse, filter_extensions, load_filter, primary_from, write_datacube
 from recipes.algorithms.cube import write_image_fov, write_stacked_image
 from recipes.io import hkey
 from recipes.algorithms.offsets import apply_offsets, read_offsets, record_offset
-from recipes.algorithms.pixtable import PixTable
+from recipes.algorithms.pixtable import WCS_PIXEL, PixTable
 from recipes.algorithms.resampling import (
     check_lambda_range,
     check_resample,
@@ -49,6 +54,8 @@ from recipes.algorithms.resampling import (
     stacked_image,
 )
 from recipes.provenance import product_header
+
+logger = logging.getLogger(__name__)
 
 INPUT_TAGS = ("PIXTABLE_REDUCED", "PIXTABLE_OBJECT", "PIXTABLE_POSITIONED", "PIXTABLE_COMBINED")
 
@@ -104,6 +111,11 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
     offsets = read_offsets(offset_list) if offset_list is not None else None
 
     tables, applied = read_tables(paths, params["lambdamin"], params["lambdamax"], offsets)
+    if (astrometry := _first(frames, "ASTROMETRY_WCS")) is not None:
+        pixel = [t for t in tables if t.wcs_state == WCS_PIXEL]
+        logger.log(logging.WARNING if pixel else logging.INFO, "ASTROMETRY_WCS %s not applied: %s", astrometry.name,
+                   f"{len(pixel)} table(s) in pixel units are resampled in pixel units" if pixel
+                   else "the tables are already projected")  # fmt: skip
     pt = merge_tables(tables)  # 3.
     del tables
     if output_wcs is not None:  # 4.
@@ -156,6 +168,7 @@ RECIPE = Recipe(
         OUTPUT_WCS,
         OFFSET_LIST,
         FILTER_LIST,
+        ASTROMETRY_WCS,
     ),
     outputs=("DATACUBE_FINAL", "IMAGE_FOV", "OBJECT_RESAMPLED"),
     params=PARAMS,

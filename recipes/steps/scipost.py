@@ -41,8 +41,10 @@ spectrum of the source-free spaxels (:func:`recipes.algorithms.autocal.deepfield
 products AUTOCAL_MASK, AUTOCAL_FACTORS with ``save`` ``autocal``); ``user`` applies a
 given AUTOCAL_FACTORS table.
 
-Not implemented (RecipeError when asked for): Raman-line removal (RAMAN_LINES with AO
-data); ``format`` Euro3D/sdpCube (not accepted by the parameter).
+Not implemented: Raman-line removal (issue 16): an AO exposure given RAMAN_LINES (associated
+by default for AO modes, as MuseRed does) is reduced without it, with a WARNING and a
+header record (:func:`recipes.algorithms.raman.note_not_removed`); ``format``
+Euro3D/sdpCube (not accepted by the parameter).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ from astropy.io import fits
 
 from recipes.calibs import ASTROMETRY_WCS, AUTOCAL_FACTORS, EXTINCT_TABLE, FILTER_LIST, LSF_PROFILE, OFFSET_LIST, OUTPUT_WCS, RAMAN_LINES, SKY_CONTINUUM, SKY_LINES, STD_RESPONSE, STD_TELLURIC
 from recipes.base import Param, ParamValue, Product, Recipe, RecipeError
-from recipes.algorithms import autocal, skymodel, skysub
+from recipes.algorithms import autocal, raman, skymodel, skysub
 from recipes.algorithms.astrometry import project_to_sky, read_astrometry
 from recipes.algorithms.combination import exposure_weight, merge_tables, to_positioned
 from recipes.algorithms.cube import collapse, filter_extensions, load_filter, primary_from, write_datacube
@@ -239,8 +241,7 @@ def reduce_exposure(
     if pt.nrows == 0:
         raise RecipeError(f"{names[0]}: no rows between lambdamin={lmin} and lambdamax={lmax} Angstrom")
     mode = str(pt.header.get("ESO INS MODE", "WFM"))
-    if calib["raman"] is not None and "-AO-" in f"-{mode}-":  # WFM-AO-E/N, NFM-AO-N
-        raise RecipeError(f"{calib['raman']}: Raman-line removal for AO data is not implemented by musered")
+    raman.note_not_removed(pt, calib["raman"], mode, names[0])
     flux_calibrate(pt, calib["response"], calib["extinction"], calib["telluric"], names[0])  # 2.
     autocalibrate(pt, params, frames, writer, n)  # 2b.
     subtract_sky(pt, params, frames, writer, n)  # 3.
@@ -349,7 +350,7 @@ def write_cube(pt: PixTable, params: Mapping, filters, wcs_header, output_wcs, t
     h = writer.header("DATACUBE_FINAL", template)
     h[hkey("ESO DRS MUSE RESAMPLE NREJECTED")] = (result.n_rejected, "pixels rejected as cosmic rays")
     for key in ("ESO DRS MUSE PIXTABLE FLUXCAL", "ESO DRS MUSE PIXTABLE SKYSUB", "ESO DRS MUSE PIXTABLE RVCORR",
-                "ESO DRS MUSE PIXTABLE DAR CORRECT"):  # fmt: skip
+                "ESO DRS MUSE PIXTABLE DAR CORRECT", raman.RAMAN_KEY):  # fmt: skip
         if key in pt.header:
             h[hkey(key.replace("PIXTABLE ", ""))] = pt.header[key]
     source_qc = fwhm_qc(result.data, grid, "ESO QC SCIPOST")  # NDET, LAMBDA, POSk, FWHMk, FWHM MEDIAN ...
