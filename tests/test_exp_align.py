@@ -582,3 +582,19 @@ def test_offsets_shapes_and_sign_agree_with_the_drs(tmp_path):
     # the centroid methods differ a little (most on blended sources): compare medians
     assert abs(np.median(dx)) < 0.03 and abs(np.median(dy)) < 0.03
     assert np.median(np.abs(dsharp)) < 0.005 and np.median(np.abs(dround)) < 0.005
+
+
+def test_command_select_keeps_the_exposures_its_query_picks(project):
+    settings_path, database, _ = project
+    data = yaml.safe_load(settings_path.read_text())
+    data["recipes"]["align_sel"] = {"select": {"raw": {"name": EXPOSURES[:3]}}}
+    data["recipes"]["align_names"] = {"names_with_selection": {"A": {"raw": "EXPTIME > 1"}}}
+    settings_path.write_text(yaml.safe_dump(data))
+    result = invoke(settings_path, "FIELD", "--params", "align_sel", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "IMAGE_FOV: 3 file(s)" in result.output
+    assert (f"FIELD_OFFSET_LIST_drs: 1 exposure(s) left out:\n  {EXPOSURES[3]}: not selected by select: raw: "
+            f"name=[{', '.join(EXPOSURES[:3])}]") in result.output
+    result = invoke(settings_path, "FIELD", "--params", "align_names")
+    assert result.exit_code == 1 and "recipes.align_names.names_with_selection: read by exp-combine only" \
+        in result.output

@@ -299,6 +299,9 @@ def _names():
     return [f"2017-09-04T00:{10 + i:02d}:00.000" for i in range(4)]
 
 
+AIRMASS = [1.02, 1.08, 1.15, 1.40]  # TEL_AIRM_START of the four raw exposures
+
+
 @pytest.fixture
 def project(tmp_path):
     """Settings with dataset FIELD; four raw exposures in the database, and for each a
@@ -323,8 +326,8 @@ def project(tmp_path):
                         "combine_stored": {"frames": {"OFFSET_LIST": "OFFSET_LIST_drs"}}}}
     settings_path = tmp_path / "settings.yml"
     settings_path.write_text(yaml.safe_dump(data))
-    for name in _names():
-        write_raw_fits(tmp_path / "raw" / f"MUSE.{name}.fits", OBJECT="FIELD")
+    for name, airmass in zip(_names(), AIRMASS):
+        write_raw_fits(tmp_path / "raw" / f"MUSE.{name}.fits", OBJECT="FIELD", TEL_AIRM_START=airmass)
     result = CliRunner().invoke(cli, ["--settings", str(settings_path), "update-db"])
     assert result.exit_code == 0, result.output
     settings = load_settings(settings_path)
@@ -491,3 +494,80 @@ def test_command_errors_are_one_line(project):
     last = result.output.strip().splitlines()[-1]  # after the runner's log and summary table
     assert result.exit_code == 1 and last.startswith("Error: muse_exp_combine: 1 target(s) failed: FIELD_broken")
     assert "PIXTABLE_REDUCED_0001.fits: cannot read pixel table" in last
+
+
+# --------------------------------------------------------------------------------------
+# exposure selection by database query (MuseRed's select and names_with_selection)
+
+
+def add_blocks(settings_path, **blocks):
+    import yaml
+
+    data = yaml.safe_load(settings_path.read_text())
+    data["recipes"].update(blocks)
+    settings_path.write_text(yaml.safe_dump(data))
+
+
+def test_select_on_raw_columns_combines_exactly_the_selected_exposures(project):
+    from pathlib import Path
+
+    settings_path, database, reduced = project
+    add_blocks(settings_path, combine_low={"select": {"raw": '"TEL_AIRM_START" < 1.2'}})
+    result = invoke(settings_path, "FIELD", "--method", "mpdaf", "--params", "combine_low", "--name", "low")
+    assert result.exit_code == 0, result.output
+    recipe, path, frames = stored(database, "FIELD_low")["DATACUBE_FINAL"]
+    used = sorted(Path(f["path"]).parent.name for f in frames["DATACUBE_FINAL"])
+    assert recipe == "combine_low" and used == _names()[:3]
+    reason = 'not selected by select: raw: "TEL_AIRM_START" < 1.2'
+    assert f"FIELD_low: 1 exposure(s) left out:\n  {_names()[3]}: {reason}" in result.output
+    log = (Path(path).parent / "log.txt").read_text()
+    assert "3 exposure(s) used" in log and f"{_names()[3]}: {reason}" in log
+    # a list of names, as a mapping; and a selection that picks none of the dataset
+    add_blocks(settings_path, combine_two={"select": {"raw": {"name": [_names()[0], _names()[3]]}}},
+               combine_none={"select": {"raw": "TEL_AIRM_START > 2"}})
+    result = invoke(settings_path, "FIELD", "--method", "mpdaf", "--params", "combine_two", "--name", "two")
+    assert result.exit_code == 0, result.output
+    frames = stored(database, "FIELD_two")["DATACUBE_FINAL"][2]
+    assert sorted(Path(f["path"]).parent.name for f in frames["DATACUBE_FINAL"]) == [_names()[0], _names()[3]]
+    result = invoke(settings_path, "FIELD", "--method", "mpdaf", "--params", "combine_none", "--name", "none")
+    assert result.exit_code == 1 and "nothing to combine: FIELD (every exposure left out" in result.output
+    assert "not selected by select: raw: TEL_AIRM_START > 2" in result.output
+
+
+def test_names_with_selection_makes_one_product_per_entry(project):
+    from pathlib import Path
+
+    from musered import MuseRed
+    from musered.errors import MuseredError
+
+    settings_path, database, reduced = project
+    add_blocks(settings_path, combine_runs={"method": "mpdaf", "names_with_selection": {
+        "FIELD_early": {"raw": {"name": _names()[:2]}}, "FIELD_high": {"raw": "TEL_AIRM_START >= 1.1"}}})
+    mr = MuseRed(settings_path)
+    summary = mr.exp_combine("FIELD", params_name="combine_runs")
+    assert [(r.name, r.status) for r in summary.results] == [("FIELD_early", "ok"), ("FIELD_high", "ok")]
+    assert sorted(summary.results[0].left_out) == _names()[2:]
+    assert summary.results[1].left_out == {
+        n: "not selected by names_with_selection FIELD_high: raw: TEL_AIRM_START >= 1.1" for n in _names()[:2]}
+    for name, expected in (("FIELD_early", _names()[:2]), ("FIELD_high", _names()[2:])):
+        recipe, path, frames = stored(database, name)["DATACUBE_FINAL"]
+        assert Path(path).parent == reduced / "exp_combine" / name
+        assert sorted(Path(f["path"]).parent.name for f in frames["DATACUBE_FINAL"]) == expected
+    # --name picks one entry; an unknown one is an error
+    result = invoke(settings_path, "FIELD", "--params", "combine_runs", "--name", "FIELD_high")
+    assert result.exit_code == 0 and result.output.count("combined cube in") == 1 and "done" in result.output
+    result = invoke(settings_path, "FIELD", "--params", "combine_runs", "--name", "FIELD_late")
+    assert result.exit_code == 1 and "--name FIELD_late: not an entry of recipes.combine_runs.names_with_selection " \
+        "(FIELD_early, FIELD_high)" in result.output
+    with pytest.raises(MuseredError, match="combine one dataset at a time"):
+        mr.exp_combine(["FIELD", "FIELD"], params_name="combine_runs")
+
+
+def test_bad_selection_sql_is_a_one_line_error(project):
+    settings_path, database, reduced = project
+    add_blocks(settings_path, combine_bad={"select": {"raw": "AIRMASS < 1.2"}})
+    result = invoke(settings_path, "FIELD", "--method", "mpdaf", "--params", "combine_bad")
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        "Error: recipes.combine_bad.select.raw: 'AIRMASS < 1.2': no such column: AIRMASS"]
+    assert not (reduced / "exp_combine").exists()
