@@ -38,8 +38,7 @@ from .db import Database, Raw, Reduced
 from .db.migrate import readonly_connect, sqlite_tables_readonly
 from .db.rawtable import ensure_additional_columns, upsert_raw
 from .errors import MuseredError
-from .museredtables import import_flags, import_gto_logs, import_qc_tables, import_weather
-from .nights import parse_date_obs
+from .museredtables import import_flags, import_gto_logs, import_qc_tables, import_weather, text_datetime
 from .rawrows import KEYWORDS, RowContext, header_to_row, keyword_column, normalize_keyword
 
 # MuseRed's raw columns that are its bookkeeping, not header keywords
@@ -232,15 +231,6 @@ def import_raw(conn: Connection, src: MuseredSource, settings, workdir: Path, re
 
 # --------------------------------------------------------------------------- reduced
 
-def _datetime(value: Any) -> dt.datetime | None:
-    if value in (None, ""):
-        return None
-    try:
-        return parse_date_obs(str(value))
-    except ValueError:
-        return None
-
-
 def _json(text: Any) -> dict:
     import json
 
@@ -296,10 +286,10 @@ def import_reduced(conn: Connection, src: MuseredSource, suffix: str, version: s
         log = record.get("log_file")
         common = dict(
             recipe_name=record.get("recipe_name") or "?", name=name or "?", PRO_CATG=pro_catg,
-            night=record.get("night"), DATE_OBS=_datetime(record.get("DATE_OBS")), OBJECT=record.get("OBJECT"),
+            night=record.get("night"), DATE_OBS=text_datetime(record.get("DATE_OBS")), OBJECT=record.get("OBJECT"),
             INS_MODE=record.get("INS_MODE"),
             TPL_START=name if name in tpl_starts else tpl_of_name.get(name),
-            version=version, revision=None, date_run=_datetime(record.get("date_run")) or dt.datetime(1970, 1, 1),
+            version=version, revision=None, date_run=text_datetime(record.get("date_run")) or dt.datetime(1970, 1, 1),
             params=_json(record.get("params")), frames={}, qc={}, status=status, runtime=record.get("tottime"),
             warnings=record.get("nbwarn"),
             log_path=str((workdir / log).resolve()) if log and not Path(log).is_absolute() else log,

@@ -19,7 +19,8 @@ from .qctables import FIXED_COLUMNS, ROW_KEY, ensure_qc_table, existing_keys, up
 _SQLITE_TYPES = {"INTEGER": Integer, "INT": Integer, "FLOAT": Float, "REAL": Float, "DOUBLE": Float}
 
 
-def _datetime(value: Any) -> dt.datetime | None:
+def text_datetime(value: Any) -> dt.datetime | None:
+    """A MuseRed ISO text date as a datetime; None when empty or unparsable."""
     if value in (None, ""):
         return None
     try:
@@ -66,8 +67,8 @@ def import_qc_tables(conn: Connection, src, versions: dict[str, str], record_row
         for row in rows:
             item = {c: v for c, v in row.items() if c != "id"}
             item["version"] = str(row["version"])
-            item["date_parsed"] = _datetime(row.get("date_parsed"))
-            item["DATE_OBS"] = _datetime(row.get("DATE_OBS"))
+            item["date_parsed"] = text_datetime(row.get("date_parsed"))
+            item["DATE_OBS"] = text_datetime(row.get("DATE_OBS"))
             ids = record_rows.get((item["version"], row.get("reduced_id")), {})
             item["reduced_id"] = ids.get(row.get("filename")) or next(iter(ids.values()), None)
             key = tuple(item.get(k) for k in ROW_KEY)
@@ -90,7 +91,7 @@ def import_weather(conn: Connection, src, report) -> None:
     rows = src.rows("weather_conditions")
     new = []
     for row in rows:
-        when = _datetime(row.get("date"))
+        when = text_datetime(row.get("date"))
         if when is None or not row.get("night"):
             continue
         key = (row["night"], when, row.get("Conditions"))
