@@ -3,9 +3,11 @@ tree and rows of ``reduced``, all or nothing; and what "already done" means.
 
 :func:`install_products` renames the staging folder into place (an older folder is replaced
 only after the new one is in place, and restored if recording fails) and records every
-product with its provenance in one transaction. :func:`failure_log` keeps the reason,
+product with its provenance in one transaction (``software``: our versions, the engine
+that ran the recipe, ``musered`` or ``drs``, and for drs the esorex and pipeline versions). :func:`failure_log` keeps the reason,
 traceback and recipe log of a failed run under ``logs/failed/``. :func:`is_done`: products
-exist in the target's folder and were made from the same inputs with the same parameters.
+exist in the target's folder and were made from the same inputs with the same parameters
+by the same engine.
 
 Only the rows of the settings' ``version`` are read, replaced or written. Records copied
 from another version (``musered copy-reduced``) keep the paths of that version's products:
@@ -36,32 +38,37 @@ from .worker import LOG_NAME, JobResult, one_line
 
 logger = logging.getLogger(__name__)
 
-def done_records(database, block_name: str, version: str) -> dict[str, list[tuple[Path, dict, Any]]]:
-    """Per target name, the (path, input frames, params) of the block's status-ok products
-    of reduction ``version``."""
+DEFAULT_ENGINE = "musered"  # what made the products recorded before engines existed
+
+
+def done_records(database, block_name: str, version: str) -> dict[str, list[tuple[Path, dict, Any, str]]]:
+    """Per target name, the (path, input frames, params, engine) of the block's status-ok
+    products of reduction ``version``."""
     with database.session() as session:
-        rows = session.execute(select(Reduced.name, Reduced.path, Reduced.frames, Reduced.params).where(
+        rows = session.execute(select(Reduced.name, Reduced.path, Reduced.frames, Reduced.params,
+                                      Reduced.software).where(
             Reduced.recipe_name == block_name, Reduced.status == "ok", Reduced.version == str(version))).all()
-    out: dict[str, list[tuple[Path, dict, Any]]] = {}
-    for name, path, frames, recorded in rows:
-        out.setdefault(name, []).append((Path(path), frames or {}, recorded))
+    out: dict[str, list[tuple[Path, dict, Any, str]]] = {}
+    for name, path, frames, recorded, software in rows:
+        engine = (software or {}).get("engine", DEFAULT_ENGINE)
+        out.setdefault(name, []).append((Path(path), frames or {}, recorded, engine))
     return out
 
 
-def is_done(records: Mapping[str, list[tuple[Path, dict, Any]]], recipe: Recipe, target: Target,
-             final: Path, params: Mapping[str, Any]) -> bool:
+def is_done(records: Mapping[str, list[tuple[Path, dict, Any, str]]], recipe: Recipe, target: Target,
+             final: Path, params: Mapping[str, Any], engine: str = DEFAULT_ENGINE) -> bool:
     """Products of this target exist in its folder (``final``, or the same folder of the
     reduced tree of the version they were copied from), made from the same inputs (the
     target's input files: a dataset or run whose exposures changed is redone) with the
-    same parameters."""
+    same parameters by the same ``engine`` (switching a recipe to the DRS redoes it)."""
     products = [r for r in records.get(target.name, []) if in_target_folder(r[0], final, target)]
-    if not products or not all(path.is_file() for path, _, _ in products):
+    if not products or not all(r[0].is_file() for r in products):
         return False
     wanted = {tag: sorted(str(p) for p in paths) for tag, paths in target.inputs.items()}
     safe_params = json_safe(dict(params))
-    for _path, frames, recorded in products:
+    for _path, frames, recorded, made_by in products:
         made_from = {tag: sorted(f["path"] for f in frames.get(tag, [])) for tag in wanted}
-        if made_from != wanted or (recorded is not None and recorded != safe_params):
+        if made_from != wanted or (recorded is not None and recorded != safe_params) or made_by != engine:
             return False
     return True
 
@@ -118,7 +125,7 @@ def install_products(settings, database, block_name, params, target, assoc, tmp,
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     frames = {tag: [{"path": str(p), "md5": outcome.md5.get(str(p))} for p in paths]
               for tag, paths in assoc.frames.items()}
-    software = software_versions()
+    software = {**software_versions(), "engine": DEFAULT_ENGINE, **outcome.software}
     paths = [final / rel for _product, rel in products]
     try:
         with database.session() as session:

@@ -32,11 +32,13 @@ For each selected target (see :mod:`musered.targets`), in time order:
    ``--params`` block), target and settings ``version`` inside its final folder (or the
    same folder of another version's tree, for records copied by ``copy-reduced``), those
    files exist, and they were made from the same inputs with the same parameters
-   (``--force`` re-runs);
+   by the same engine (``--force`` re-runs);
 2. associate (:mod:`musered.association`); a missing calibration fails this target only;
 3. merge the parameters once per step: recipe defaults < ``recipes.common.params`` <
    the block's ``params`` < ``cli_params`` (:meth:`Settings.recipe_params`);
-4. run ``recipe.run(frames, params, tmpdir)`` on the executor in a sibling folder
+4. run ``recipe.run(frames, params, tmpdir)`` (or, with ``engine: drs`` in the block or
+   in ``recipes.common``, the DRS recipe through esorex: :func:`recipes.drs.run_esorex`)
+   on the executor in a sibling folder
    ``{final}.tmp-XXXX``; ``log.txt`` there starts with the association (frames chosen and
    why, and for a dataset or run the exposures used and those left out, with the reason),
    then gets the records of the ``recipes`` loggers of that run;
@@ -184,6 +186,7 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
     block_name = params_block or recipe.name
     params = settings.recipe_params(recipe, params_block, cli_params)
     block = settings.recipe_block(block_name)
+    engine = settings.recipe_engine(recipe, params_block)
     # MuseRed's flag policy: flagged exposures are used unless the block says exclude_flags
     catalog = Catalog.from_database(database, settings, block_exclude_flags(settings, block_name))
     check_selection(selection, catalog, settings)
@@ -201,7 +204,7 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
     records = {} if force else done_records(database, block_name, settings.version)
     for index, target in enumerate(targets):
         final = reduced_path / target.folder
-        if not force and is_done(records, recipe, target, final, params):
+        if not force and is_done(records, recipe, target, final, params, engine):
             results[index] = TargetResult(target.name, str(target.folder), "done", "already done",
                                           left_out=target.left_out)
             if dry_run:
@@ -232,6 +235,8 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
         if dry_run:
             summary.associations.append(assoc)
             console.print("\n".join(describe([assoc])), markup=False, highlight=False, soft_wrap=True)
+            if engine != "musered":
+                console.print(f"  engine: {engine} ({_esorex_text(settings)})", markup=False, highlight=False)
             console.print(f"  params ({block_name}): "
                           + (", ".join(f"{k}={v}" for k, v in params.items()) or "none"),
                           markup=False, highlight=False, soft_wrap=True)
@@ -244,8 +249,12 @@ def run_step(settings, database, recipe: Recipe, selection: Sequence[str] | None
         work.append((index, target, assoc))
 
     if work:
+        if engine == "drs" and shutil.which(settings.esorex) is None:
+            raise MuseredError(f"{settings.where}: {block_name} runs with engine drs, but esorex "
+                               f"{settings.esorex!r} is not found (install esorex and cpl-plugin-muse, "
+                               "or set the esorex key to its path)")
         results.update(_execute_all(settings, database, recipe, block_name, params, work,
-                                    executor, jobs, progress, console))
+                                    executor, jobs, progress, console, engine))
     summary.results.extend(results[i] for i in sorted(results))
     if report and not dry_run and summary.results:
         console.print(summary.table(recipe.summary_qc))
@@ -305,8 +314,13 @@ def _recipes_loglevel() -> int:
     return min(logging.INFO, logging.getLogger(RECIPES_LOGGER).getEffectiveLevel())
 
 
+def _esorex_text(settings) -> str:
+    found = shutil.which(settings.esorex)
+    return f"esorex {found}" if found else f"esorex {settings.esorex!r} not found"
+
+
 def _execute_all(settings, database, recipe, block_name, params, work, executor, jobs,
-                 progress, console) -> dict[int, TargetResult]:
+                 progress, console, engine: str = "musered") -> dict[int, TargetResult]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     own_executor = executor is None
@@ -325,10 +339,11 @@ def _execute_all(settings, database, recipe, block_name, params, work, executor,
             tmp = Path(tempfile.mkdtemp(prefix=f"{final.name}.tmp-", dir=final.parent))
             tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the final folder must not be
             write_log_header(tmp / LOG_NAME, block_name, settings.version, assoc)
-            job = Job(recipe, assoc.frames, params, tmp, _recipes_loglevel())
+            job = Job(recipe, assoc.frames, params, tmp, _recipes_loglevel(), engine, settings.esorex)
             pending[executor.submit(execute, job)] = (index, target, assoc, tmp, final)
         with bar:
-            task = bar.add_task(f"{block_name} ({executor.describe()})", total=len(pending))
+            label = f"{block_name}" + (f" [{engine}]" if engine != "musered" else "")
+            task = bar.add_task(f"{label} ({executor.describe()})", total=len(pending))
             for future in executor.as_completed(list(pending)):
                 index, target, assoc, tmp, final = pending.pop(future)
                 try:

@@ -1,7 +1,9 @@
 """The worker side of a recipe run: everything that happens where the recipe runs (a
 process of the pool, a Dask worker or the parent itself), with no database.
 
-:func:`execute` runs ``recipe.run`` on a :class:`Job` and never raises: a failure comes
+:func:`execute` runs ``recipe.run`` on a :class:`Job` (or, for ``engine="drs"``, the ESO
+DRS through esorex: :func:`recipes.drs.run_esorex`, with the same frames, parameters and
+folder) and never raises: a failure comes
 back as a :class:`JobResult` with its one-line reason (and the traceback of a crash).
 The records of the ``recipes`` loggers go to the run's ``log.txt`` (:func:`capture_recipe_log`);
 the md5 of every input is computed there, next to the files.
@@ -35,6 +37,8 @@ class Job:
     params: dict[str, Any]
     outdir: Path
     loglevel: int = logging.INFO
+    engine: str = "musered"      # or "drs": esorex runs the DRS recipe of the same name
+    esorex: str = "esorex"       # the esorex command or path (settings ``esorex``)
 
 
 @dataclass
@@ -45,6 +49,7 @@ class JobResult:
     reason: str = ""
     traceback: str = ""
     md5: dict[str, str] = field(default_factory=dict)
+    software: dict[str, str] = field(default_factory=dict)  # engine and, for drs, its versions
 
 
 def execute(job: Job) -> JobResult:
@@ -52,7 +57,14 @@ def execute(job: Job) -> JobResult:
     start = time.perf_counter()
     with capture_recipe_log(job.outdir / LOG_NAME, job.loglevel):
         try:
-            products = job.recipe.run(job.frames, dict(job.params), job.outdir)
+            software = {"engine": job.engine}
+            if job.engine == "drs":
+                from recipes.drs import engine_versions, run_esorex
+
+                products = run_esorex(job.recipe, job.frames, dict(job.params), job.outdir, job.esorex)
+                software.update(engine_versions(products, job.recipe.name, job.esorex))
+            else:
+                products = job.recipe.run(job.frames, dict(job.params), job.outdir)
             if not isinstance(products, list) or not all(isinstance(p, Product) for p in products):
                 raise TypeError(f"recipe {job.recipe.name} must return a list of Product, "
                                 f"not {type(products).__name__}")
@@ -66,7 +78,7 @@ def execute(job: Job) -> JobResult:
                              traceback=traceback.format_exc())
     runtime = time.perf_counter() - start
     md5 = {str(p): file_md5(p) for paths in job.frames.values() for p in paths}
-    return JobResult(True, runtime, products=products, md5=md5)
+    return JobResult(True, runtime, products=products, md5=md5, software=software)
 
 
 def one_line(exc: BaseException) -> str:

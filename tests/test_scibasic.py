@@ -104,6 +104,12 @@ def test_products_and_drs_layout(object_run):
         assert h["ESO DRS MUSE PIXTABLE TYPE"] == "GEOFULL"
         assert "ESO QC SCIBASIC LAMBDA SHIFT" in h and "ESO QC SCIBASIC NSATURATED" in h
         assert h["ESO DRS MUSE PIXTABLE LIMITS IFU LOW"] == 1
+        # what DRS consumers read from a single-IFU table (issue 14)
+        assert h["EXTNAME"] == "CHAN01" and h["ESO PRO SCIENCE"] is True
+        assert h["ESO DET OUT1 X"] == 1 and "ESO DET OUT4 GAIN" in h and "ESO DET CHIP NX" in h
+        assert "ESO DET OUT1 PRSCX" not in h
+        assert h["ESO DRS MUSE FLAT FLUX LAMP"] > 0
+        assert h["ESO PRO ANCESTOR"] == h["ARCFILE"] and h["DATE"] != h["DATE-OBS"]
         ff = hdul["PIXTABLE_FLAT_FIELD"].data
         assert np.all(np.diff(ff["lambda"]) > 0) and abs(np.median(ff["data"]) - 1) < 0.3
 
@@ -241,7 +247,7 @@ def test_illum_and_twilight_corrections(night, object_run, tmp_path):
     pt, _ = _pixtable(products)
     assert pt.nrows == ref.nrows
     _, sl, _, _ = unpack_origin(pt.origin)
-    factors = np.array([pt.header[f"ESO DRS MUSE PIXTABLE ILLUM{s:02d}"] for s in range(1, 49)])
+    factors = np.array([pt.header[f"ESO DRS MUSE PIXTABLE ILLUM{s}"] for s in range(1, 49)])
     # the attached flat is a lamp flat like the master flat: relative illumination ~ 1
     assert np.max(np.abs(factors - 1)) < 0.01 and abs(np.mean(factors) - 1) < 1e-9
     twilight = 2.0 + 2.0 * (ref.lam.astype(np.float64) - lo) / (hi - lo)
@@ -424,7 +430,7 @@ def test_association_feeds_the_recipe_and_reports_a_missing_trace_table(night):
             assert assoc.frames["GEOMETRY_TABLE"][0].parent == base / "muse-calib"
             products_run = _run(base, "associated", {k: list(v) for k, v in assoc.frames.items()}, saveimage=False)
             pt, _ = _pixtable(products_run)
-            assert "ESO DRS MUSE PIXTABLE ILLUM01" in pt.header
+            assert "ESO DRS MUSE PIXTABLE ILLUM1" in pt.header
         else:
             with pytest.raises(MuseredError) as err:
                 associate(RECIPE, targets[0], catalog, st, st.recipe_block(RECIPE.name))

@@ -92,12 +92,15 @@ def test_products_and_formats(std_run):
     with fits.open(products["STD_RESPONSE"].path) as hdul:
         assert hdul[0].header["HIERARCH ESO PRO CATG"] == "STD_RESPONSE"
         assert hdul[0].header["HIERARCH ESO QC STANDARD STARNAME"] == "SIMSTAR1"
+        # made from flat-field-spectrum corrected data: the DRS must not revert it (issue 14)
+        assert hdul[0].header["HIERARCH ESO DRS MUSE FLUX FFCORR"] is True
         assert hdul[1].columns.names == ["lambda", "response", "resperr"]
         lam = hdul[1].data["lambda"]
         # extrapolated to the full MUSE range, on the cube's 1.25 A grid
         assert lam[0] <= fluxcal.LAMBDA_MIN_EXTREME + 1.25 and lam[-1] >= fluxcal.LAMBDA_MAX_EXTREME - 1.25
         np.testing.assert_allclose(np.diff(lam), 1.25, atol=1e-3)
     with fits.open(products["STD_TELLURIC"].path) as hdul:
+        assert hdul[0].header["HIERARCH ESO DRS MUSE FLUX FFCORR"] is True
         assert hdul[1].columns.names == ["lambda", "ftelluric", "ftellerr"]
         ftell = hdul[1].data["ftelluric"]
         tl = hdul[1].data["lambda"]

@@ -61,10 +61,13 @@ def test_products_layout(twilight_run):
         h = hdul["DATA"].header
         assert h["CTYPE1"] == "PIXEL" and h["CTYPE3"] == "AWAV" and h["CD3_3"] == 250.0
         assert hdul[0].header["ESO PRO CATG"] == "DATACUBE_SKYFLAT"
-        assert hdul[0].header["ESO DRS MUSE FLAT FLUX SKY01"] > 0
+        assert hdul[0].header["ESO DRS MUSE FLAT FLUX SKY1"] > 0
+        assert "ESO DRS MUSE FLAT FLUX SKY01" not in hdul[0].header  # the DRS spelling only
         assert np.isfinite(hdul["DATA"].data).any(axis=(1, 2)).all()  # no empty plane
     assert products[0].qc["QC TWILIGHT1 INTFLUX"] > 0
     assert fits.getval(products[1].path, "HIERARCH ESO PRO CATG") == "TWILIGHT_CUBE"
+    data = fits.getheader(products[1].path, "DATA")
+    assert (data["BUNIT"], data["HDUCLASS"], data["HDUCLAS1"], data["HDUCLAS2"]) == ("count", "ESO", "IMAGE", "DATA")
     # The combined skyflat's statistics describe the illuminated slices, not the gaps
     # between them (where the flat-fielded values were ±10⁸ count).
     qc = products[0].qc

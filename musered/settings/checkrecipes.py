@@ -17,8 +17,8 @@ from typing import Any
 
 from .checkbase import BaseChecker
 from .keys import (
-    BLOCK_KEYS, COMMON_BLOCK, FRAME_TAG, FRAMES_KEYS, INIT_KEYS, MUSERED_ONLY_BLOCK_KEYS, MUSERED_ONLY_INIT_KEYS,
-    UNMANAGED_BLOCKS,
+    BLOCK_KEYS, COMMON_BLOCK, ENGINES, FRAME_TAG, FRAMES_KEYS, INIT_KEYS, MUSERED_ONLY_BLOCK_KEYS,
+    MUSERED_ONLY_INIT_KEYS, UNMANAGED_BLOCKS,
 )
 from .values import first_unknown, is_scalar, kind_of, scalar_text, suggest
 
@@ -77,6 +77,9 @@ class RecipeChecker(BaseChecker):
         for key in ("from_recipe", "filt", "method"):
             if key in out and not isinstance(out[key], str):
                 self.fail(f"{keypath}.{key}", f"must be text, not {kind_of(out[key])}")
+        if "engine" in out and out["engine"] not in ENGINES:
+            hint = suggest(str(out["engine"]), ENGINES)
+            self.fail(f"{keypath}.engine", f"unknown engine {out['engine']!r}{hint} (allowed: {', '.join(ENGINES)})")
         if "exclude_flags" in out and not isinstance(out["exclude_flags"], bool):
             out["exclude_flags"] = self.names(out["exclude_flags"], f"{keypath}.exclude_flags",
                                               "true, false or a list of flag names")
@@ -193,6 +196,12 @@ class RecipeChecker(BaseChecker):
             recipe = registry.get(name)
             if recipe is None or name == COMMON_BLOCK:
                 continue
+            if block.get("engine") == "drs":
+                from recipes.drs import DRS_RECIPES
+
+                if name not in DRS_RECIPES:
+                    self.fail(f"recipes.{name}.engine", f"{name} has no ESO DRS counterpart (esorex --recipes); "
+                              "use engine: musered")
             known = {p.name for p in recipe.params}
             unknown = first_unknown(block["params"], known)
             if unknown is not None:

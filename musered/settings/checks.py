@@ -19,7 +19,7 @@ from typing import Any
 from .checkrecipes import RecipeChecker
 from .keys import DATASET_KEYS, EXECUTOR_KEYS, EXECUTOR_KINDS, KEY_NAME, LOGLEVELS, PLUGIN_KEYS, RUN_KEYS
 from .model import Dataset, Run, Settings
-from .values import fail_at, is_scalar, kind_of, raw_columns, scalar_text, suggest
+from .values import absolute_text, fail_at, is_scalar, kind_of, raw_columns, scalar_text, suggest
 
 
 def build_settings(tree: dict[str, Any], where: str, base_dir: Path, path: Path | None) -> Settings:
@@ -62,8 +62,18 @@ def build_settings(tree: dict[str, Any], where: str, base_dir: Path, path: Path 
         retrieve_data=checker.mapping(tree["retrieve_data"], "retrieve_data"),
         recipes=recipes,
         executor=executor,
+        esorex=esorex_command(tree["esorex"], base_dir),
         _object_map=object_map,
     )
+
+
+def esorex_command(text: str, base_dir: Path) -> str:
+    """The ``esorex`` setting: a bare name stays a command looked up on PATH when it runs;
+    a path (with a ``/`` or ``~``) is taken from the settings folder."""
+    text = text.strip()
+    if "/" in text or text.startswith("~"):
+        return absolute_text(text, base_dir)
+    return text
 
 
 class Checker(RecipeChecker):

@@ -20,6 +20,8 @@ DEFAULTS: dict[str, Any] = {
     "revision": "1",
     "loglevel": "info",
     "night_cutoff": "20:40",
+    # the esorex of recipes with `engine: drs`: a command looked up on PATH, or a path
+    "esorex": "esorex",
 }
 # Top-level sections, with the value an absent or empty section gets.
 SECTIONS: dict[str, Any] = {
@@ -55,7 +57,10 @@ PLUGIN_KEYS = ("paths", "commands")
 
 # Recipe blocks (recipes.<name>): keys musered reads.
 BLOCK_KEYS = ("params", "init", "frames", "from_recipe", "filt", "method", "exclude_flags", "select",
-              "names_with_selection")
+              "names_with_selection", "engine")
+# What runs a recipe (``engine:``): our recipe, or the ESO DRS through esorex (recipes.drs).
+ENGINES = ("musered", "drs")
+DEFAULT_ENGINE = "musered"
 INIT_KEYS = ("output_dir",)
 FRAMES_KEYS = ("exclude", "include", "offsets")
 # Keys of MuseRed recipe blocks that musered has no use for: warned about, then dropped.

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MuseredError
-from .keys import COMMON_BLOCK
+from .keys import COMMON_BLOCK, DEFAULT_ENGINE
 from .values import first_unknown, parse_date, where_text
 from .yamlio import dump_yaml
 
@@ -71,6 +71,7 @@ class Settings:
     retrieve_data: dict[str, Any]
     recipes: dict[str, dict[str, Any]]
     executor: dict[str, Any]
+    esorex: str = "esorex"
     _object_map: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
@@ -95,6 +96,28 @@ class Settings:
     def recipe_block(self, name: str) -> dict[str, Any]:
         """A deep copy of the block ``recipes.<name>``, ``{}`` when absent."""
         return copy.deepcopy(self.recipes.get(name, {}))
+
+    def recipe_engine(self, recipe: Any, params_name: str | None = None) -> str:
+        """What runs ``recipe`` (a ``recipes.base.Recipe``): ``musered`` or ``drs``.
+
+        The block (``recipes.<params_name or recipe.name>.engine``) wins over
+        ``recipes.common.engine``; ``common: {engine: drs}`` leaves the recipes without a DRS
+        counterpart (muse_std_combine, image_align, mpdaf_combine) to musered, while a
+        recipe's own block asking for drs is refused at load. A ``--params`` block asking
+        for drs on such a recipe is a MuseredError here.
+        """
+        from recipes.drs import DRS_RECIPES
+
+        block_name = params_name or recipe.name
+        block = self.recipes.get(block_name, {})
+        if "engine" in block:
+            engine = block["engine"]
+            if engine == "drs" and recipe.name not in DRS_RECIPES:
+                raise MuseredError(f"{self.where}: recipes.{block_name}.engine: {recipe.name} has no ESO DRS "
+                                   "counterpart (esorex --recipes); use engine: musered")
+            return engine
+        engine = self.recipes.get(COMMON_BLOCK, {}).get("engine", DEFAULT_ENGINE)
+        return engine if engine != "drs" or recipe.name in DRS_RECIPES else DEFAULT_ENGINE
 
     def object_to_dataset(self) -> dict[str, str]:
         """Header OBJECT value -> dataset name (a dataset without OBJECT maps its own name)."""

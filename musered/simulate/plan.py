@@ -73,12 +73,70 @@ def lst_seconds(t: dt.datetime, lon_deg: float = PARANAL_LON) -> float:
     return ((gmst_h + lon_deg / 15.0) % 24.0) * 3600.0
 
 
-def airmass_at(ra: float, dec: float, t: dt.datetime) -> float:
-    """Plane-parallel airmass sec(z) of (ra, dec) deg at Paranal at ``t`` (capped at 3)."""
-    ha = math.radians(lst_seconds(t) / 240.0 - ra)
-    lat, d = math.radians(PARANAL_LAT), math.radians(dec)
-    cosz = math.sin(lat) * math.sin(d) + math.cos(lat) * math.cos(d) * math.cos(ha)
-    return float(min(1.0 / max(cosz, 1.0 / 3.0), 3.0))
+def _hour_angle_dec_lat(ra: float, dec: float, lst_s: float) -> tuple[float, float, float]:
+    return math.radians(lst_s / 240.0 - ra), math.radians(dec), math.radians(PARANAL_LAT)
+
+
+def zenith_cos(ra: float, dec: float, lst_s: float) -> float:
+    """cos z of (ra, dec) deg at Paranal at local sidereal time ``lst_s`` [s]."""
+    ha, d, lat = _hour_angle_dec_lat(ra, dec, lst_s)
+    return math.sin(lat) * math.sin(d) + math.cos(lat) * math.cos(d) * math.cos(ha)
+
+
+def airmass_young_irvine(cosz: float) -> float:
+    """Airmass of zenith distance z (from cos z) by Young & Irvine (1967),
+    sec z · (1 − 0.0012 (sec² z − 1)): the formula of the DRS (``muse_astro_compute_airmass``);
+    capped at 3 (cos z ≤ 1/3, or the source below the horizon)."""
+    secz = 1.0 / max(cosz, 1.0 / 3.0)
+    return float(min(secz * (1.0 - 0.0012 * (secz * secz - 1.0)), 3.0))
+
+
+def effective_airmass(ra: float, dec: float, lst_start_s: float, exptime: float) -> float:
+    """Airmass of an exposure as the DRS computes it (``muse_astro_compute_airmass``): the
+    Young & Irvine airmass at start, middle and end, weighted 1/6, 2/3, 1/6 (Simpson), the
+    sidereal time advancing by EXPTIME [s] from ``lst_start_s`` (header LST). For an airmass
+    monotonic in time it lies between the start and end values."""
+    steps = [airmass_young_irvine(zenith_cos(ra, dec, lst_start_s + f * exptime)) for f in (0.0, 0.5, 1.0)]
+    return (steps[0] + 4.0 * steps[1] + steps[2]) / 6.0
+
+
+def parallactic_angle(ra: float, dec: float, lst_s: float) -> float:
+    """Parallactic angle [deg], -180..180: the direction of the zenith seen from the source,
+    from north through east (ESO ``TEL PARANG``; negative east of the meridian). The same
+    formula as the recipes' fallback ``recipes.algorithms.dar.parallactic_angle``."""
+    ha, d, lat = _hour_angle_dec_lat(ra, dec, lst_s)
+    return math.degrees(math.atan2(math.sin(ha), math.tan(lat) * math.cos(d) - math.sin(d) * math.cos(ha)))
+
+
+def header_pointing(frame: FramePlan) -> tuple[float, float, float]:
+    """RA, DEC [deg] and LST [s] at the start, rounded as the raw header writes them."""
+    return round(frame.ra, 6), round(frame.dec, 6), round(lst_seconds(frame.date_obs), 3)
+
+
+def telescope_keywords(frame: FramePlan) -> dict[str, float]:
+    """``TEL AIRM START/END`` (Young & Irvine airmass at the start and end) and ``TEL PARANG
+    START/END`` [deg] of a frame, from its header RA/DEC/LST and EXPTIME like the DRS
+    (the sidereal time advances by EXPTIME). Six decimals so that the DRS's effective
+    airmass (:func:`effective_airmass`), which the simulator renders, is inside the
+    interval."""
+    ra, dec, lst = header_pointing(frame)
+    end = lst + frame.exptime
+    a0, a1 = (airmass_young_irvine(zenith_cos(ra, dec, t)) for t in (lst, end))
+    # round outward (the lower value down, the upper up): the interval keeps the effective
+    # airmass even when it changes by less than 1e-6 (short exposures near the zenith)
+    lo, hi = math.floor(min(a0, a1) * 1e6) / 1e6, math.ceil(max(a0, a1) * 1e6) / 1e6
+    return {
+        "ESO TEL AIRM START": lo if a0 <= a1 else hi,
+        "ESO TEL AIRM END": hi if a0 <= a1 else lo,
+        "ESO TEL PARANG START": round(parallactic_angle(ra, dec, lst), 4),
+        "ESO TEL PARANG END": round(parallactic_angle(ra, dec, end), 4),
+    }
+
+
+def frame_airmass(frame: FramePlan) -> float:
+    """The airmass a frame is rendered with: the DRS's effective airmass of its header."""
+    ra, dec, lst = header_pointing(frame)
+    return effective_airmass(ra, dec, lst, frame.exptime)
 
 
 @dataclass(frozen=True)
@@ -135,7 +193,7 @@ def night_plan(night: dt.date, field: Target, std: Target, rng: np.random.Genera
                   ra=zen_ra, dec=PARANAL_LAT, seeing=seeing0)
     t_std = d1 + dt.timedelta(minutes=5)
     frames += seq("STD", t_std, 1, 60.0, "CALIB", "STD", "MUSE_wfm_cal_specphot", std.name, 60.0,
-                  ra=std.ra, dec=std.dec, airmass=airmass_at(std.ra, std.dec, t_std),
+                  ra=std.ra, dec=std.dec,
                   seeing=seeing0, target=std.name)
     frames += seq("ILLUM", d1 + dt.timedelta(minutes=20), 1, illum_exptime, "CALIB",
                   "FLAT,LAMP,ILLUM", "MUSE_wfm_cal_illum", "ILLUM", 30.0, lamp="cont")
@@ -152,7 +210,7 @@ def night_plan(night: dt.date, field: Target, std: Target, rng: np.random.Genera
             kind="OBJECT", date_obs=tt, exptime=exptime, night=iso, dpr_catg="SCIENCE",
             dpr_type="OBJECT", tpl_id="MUSE_wfm_obs_genericoffset", tpl_start=tpl,
             tpl_nexp=n_exposures, tpl_expno=i + 1, object=field.name, ra=ra, dec=dec,
-            posang=posang, offset=off, pointing_error=err, airmass=airmass_at(ra, dec, tt),
+            posang=posang, offset=off, pointing_error=err,
             seeing=float(np.clip(seeing0 + rng.normal(0, 0.08), 0.5, 1.4)),
             temp7=10.0 - 0.3 * i, target=field.name,
         ))
@@ -174,5 +232,9 @@ def night_plan(night: dt.date, field: Target, std: Target, rng: np.random.Genera
                       "MUSE_wfm_cal_dark", "DARK", 30.0)
     for f in frames:
         f.temp7 = f.temp7 if f.kind in ("OBJECT", "ILLUM") else 10.0
+        if f.kind in ("BIAS", "DARK", "FLAT", "ARC", "ILLUM"):
+            # lamp and dark frames: the telescope parked at the zenith, not tracking
+            f.ra, f.dec = (lst_seconds(f.date_obs) / 240.0) % 360.0, PARANAL_LAT
+        f.airmass = frame_airmass(f)
     frames.sort(key=lambda f: f.date_obs)
     return frames

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 from astropy.io import fits
 
-from .plan import PARANAL_ELEV, PARANAL_LAT, PARANAL_LON, FramePlan, date_obs_string, lst_seconds, mjd
+from .plan import (
+    PARANAL_ELEV, PARANAL_LAT, PARANAL_LON, FramePlan, date_obs_string, header_pointing, lst_seconds, mjd,
+    telescope_keywords, zenith_cos,
+)
 from .profiles import Profile
 
 #: Lamp number, lamp name and what it emits. The DRS 2.8.7 binary knows CU-LAMP3 and
@@ -95,15 +98,19 @@ def primary_header(frame: FramePlan, profile: Profile) -> fits.Header:
         _card(h, f"ESO INS SHUT{i} NAME", f"CU-SHUT{i}", "Name of shutter.")
         _card(h, f"ESO INS SHUT{i} ST", bool(on), "Shutter open.")
     fwhm = round(float(frame.seeing), 3)
+    tel = telescope_keywords(frame)
+    cosz = zenith_cos(*header_pointing(frame))
     for k, v, c in [
         ("ESO DET READ CURNAME", "SCI1.0", "Used readout mode name"),
         ("ESO DET READ CURID", 1, "Used readout mode id"),
         ("ESO DET BINX", 1, "Binning factor along X"),
         ("ESO DET BINY", 1, "Binning factor along Y"),
         ("ESO DET CHIPS", profile.n_ifus, "Number of chips"),
-        ("ESO TEL AIRM START", round(frame.airmass, 4), "Airmass at start"),
-        ("ESO TEL AIRM END", round(frame.airmass, 4), "Airmass at end"),
-        ("ESO TEL ALT", round(math.degrees(math.asin(min(1.0, 1.0 / frame.airmass))), 3), "[deg] Alt angle at start"),
+        ("ESO TEL AIRM START", tel["ESO TEL AIRM START"], "Airmass at start"),
+        ("ESO TEL AIRM END", tel["ESO TEL AIRM END"], "Airmass at end"),
+        ("ESO TEL ALT", round(math.degrees(math.asin(min(1.0, max(cosz, 0.0)))), 3), "[deg] Alt angle at start"),
+        ("ESO TEL PARANG START", tel["ESO TEL PARANG START"], "[deg] Parallactic angle at start"),
+        ("ESO TEL PARANG END", tel["ESO TEL PARANG END"], "[deg] Parallactic angle at end"),
         ("ESO TEL GEOLAT", PARANAL_LAT, "[deg] Tel geo latitude (+=North)"),
         ("ESO TEL GEOLON", PARANAL_LON, "[deg] Tel geo longitude (+=East)"),
         ("ESO TEL GEOELEV", PARANAL_ELEV, "[m] Elevation above sea level"),

@@ -129,15 +129,21 @@ def filter_list(path: Path) -> None:
     fits.HDUList(hdus).writeto(path, overwrite=True)
 
 
+#: The SKY_LINES flux unit as the DRS writes and checks it (any other spelling, e.g. the
+#: astropy ``10**(-20)*erg/(s*cm**2*arcsec**2)``, makes its sky fit fail: "Singular matrix").
+SKY_FLUX_UNIT = "10**(-20)*erg/(s cm^2 arcsec^2)"
+
+
 def sky_lines_table(path: Path) -> None:
-    """SKY_LINES: ``name`` (str), ``group`` (int), ``lambda`` (Å), ``flux``
-    (1e-20 erg/s/cm²/arcsec², synthetic), one row per line."""
+    """SKY_LINES in the DRS format: ``name`` (str), ``group`` (int), ``lambda`` (Å),
+    ``flux`` (1e-20 erg/s/cm²/arcsec², synthetic), ``dq`` (int, 0 = use), one row per line."""
     t = read_data_table("sky_lines.csv")
     groups = {"OI": 1, "NaI": 2, "OH": 0}
     cols = [fits.Column("name", "16A", array=[f"{i}{lam:.0f}" for i, lam in zip(t["ion"], t["lambda"])]),
             fits.Column("group", "J", array=[groups.get(i, 3) for i in t["ion"]]),
             fits.Column("lambda", "D", unit="Angstrom", array=t["lambda"]),
-            fits.Column("flux", "D", unit="10**(-20)*erg/(s*cm**2*arcsec**2)", array=t["flux"] * 100.0)]
+            fits.Column("flux", "D", unit=SKY_FLUX_UNIT, array=t["flux"] * 100.0),
+            fits.Column("dq", "J", array=np.zeros(len(t["lambda"]), dtype=np.int32))]
     fits.HDUList([_primary("SKY_LINES"),
                   fits.BinTableHDU.from_columns(cols, name="LINES")]).writeto(path, overwrite=True)
 

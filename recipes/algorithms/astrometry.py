@@ -71,6 +71,22 @@ def read_astrometry(path: Path | None, mode: str) -> tuple[np.ndarray, tuple[flo
     return cd, crpix
 
 
+def set_celestial_wcs(header: fits.Header, cd: np.ndarray, crpix: tuple[float, float]) -> None:
+    """The celestial WCS keywords of a projected pixel table, as the DRS writes them:
+    CTYPE1/2 ``RA---TAN``/``DEC--TAN``, CUNIT1/2 ``deg``, CRPIX1/2 and the CD matrix [deg per
+    field pixel] of the astrometric solution rotated by the position angle. The rows do not
+    depend on them (they hold native spherical coordinates about RA/DEC); DRS
+    muse_exp_combine and muse_scipost_make_cube refuse a table without them
+    (``Data not found: CTYPE1``, then ``Unsupported mode`` in muse_wcs_position_celestial).
+    """
+    header["CTYPE1"], header["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    header["CUNIT1"], header["CUNIT2"] = "deg", "deg"
+    header["CRPIX1"], header["CRPIX2"] = float(crpix[0]), float(crpix[1])
+    for i in range(2):
+        for j in range(2):
+            header[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
+
+
 def project_to_sky(
     pt: PixTable,
     cd: np.ndarray,
@@ -127,6 +143,7 @@ def project_to_sky(
         project_rows(pt.xpos, pt.ypos, pt.lam, m, float(crpix[0]), float(crpix[1]), lo, DAR_GRID_STEP,
                      np.ascontiguousarray(grid_xi), np.ascontiguousarray(grid_eta), pt.xpos, pt.ypos)  # fmt: skip
     set_wcs_state(pt.header, WCS_PROJECTED, (ra0, dec0))
+    set_celestial_wcs(pt.header, np.array([[cp, sp], [-sp, cp]]) @ np.asarray(cd, dtype=np.float64), crpix)
     pt.units["xpos"] = pt.units["ypos"] = "rad"
     if do_dar:
         pt.header[hkey(pkey("DAR CORRECT"))] = (float(lambdaref), "[Angstrom] DAR reference wavelength")

@@ -259,8 +259,13 @@ class DetectorFormat:
         """``ESO DET OUTn ...`` keywords for ports 1..4 (corners counter-clockwise).
 
         ``gains`` in e-/adu and ``rons`` in e-, one per port. ``CONAD`` = 1/GAIN.
+        ``X``/``Y`` name the port's corner as on the real CCD (1 or 4096, 1 or 4112)
+        whatever the format: the DRS identifies a port by these exact values
+        (``muse_quadrants_overscan_get_window`` refuses any other), and only
+        ``X == 1``/``Y == 1`` matters to :func:`detector_geometry`.
         """
-        corners = [(1, 1), (2 * self.nx, 1), (2 * self.nx, 2 * self.ny), (1, 2 * self.ny)]
+        right, top = 2 * FULL_DETECTOR.nx, 2 * FULL_DETECTOR.ny
+        corners = [(1, 1), (right, 1), (right, top), (1, top)]
         names = ["A", "B", "C", "D"]
         kw = {}
         for n, ((x, y), g, r) in enumerate(zip(corners, gains, rons), start=1):

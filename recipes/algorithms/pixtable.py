@@ -341,14 +341,20 @@ class PixTable:
                     # a new empty array: an empty view ([:0]) would keep the whole column alive
                     t.columns[n] = np.empty(0, dtype=t.columns[n].dtype)
         out = cls(tables[0].header.copy(), cols, tables[0].flat_field, dict(tables[0].units))
+        if len(tables) > 1:  # the rows of several IFUs: the first one's EXTNAME = CHANnn is wrong
+            out.header.remove("EXTNAME", ignore_missing=True)
         out.update_limits()
         return out
 
 
 def _clean(header: fits.Header) -> fits.Header:
+    """The primary header to write: no structural keywords, except ``EXTNAME`` (a
+    single-IFU table names its IFU there, ``CHANnn``, where the DRS looks for it)."""
     out = fits.Header()
     for card in header.cards:
-        if card.keyword in STRUCTURAL_KEYS or card.keyword in ("", "COMMENT", "HISTORY"):
+        if card.keyword in ("", "COMMENT", "HISTORY"):
+            continue
+        if card.keyword in STRUCTURAL_KEYS and card.keyword != "EXTNAME":
             continue
         out.append(card, end=True)
     return out

@@ -22,7 +22,8 @@ Wavelengths in Å (air); arrays 0-based.
 which also divides out the lamp spectrum; the table carries the mean flat spectrum per
 1.25 Å (``PIXTABLE_FLAT_FIELD``). :func:`apply_flat_field_spectrum` **multiplies** each row
 by that spectrum (linear interpolation in λ), so that the data become counts as an average
-pixel of that IFU would record them, and sets ``ESO DRS MUSE PIXTABLE FFSPEC = T``.
+pixel of that IFU would record them, and sets ``ESO DRS MUSE PIXTABLE FFSPEC = T`` and
+the DRS's ``... PIXTABLE FFCORR = 1`` (either one means: already applied).
 muse_standard must do the same before it derives STD_RESPONSE, so that the response
 matches the data it is applied to.
 
@@ -53,6 +54,8 @@ from recipes.algorithms.pixtable import WCS_PIXEL, PixTable, pkey
 
 #: kMuseSpectralSamplingA: the pixel width in λ the DRS flux calibration divides by.
 SPECTRAL_SAMPLING = 1.25
+#: On STD_RESPONSE/STD_TELLURIC: made from flat-field-spectrum corrected data (DRS name).
+FLUX_FFCORR = "ESO DRS MUSE FLUX FFCORR"
 FLUX_UNIT = "10**(-20)*erg/s/cm**2/Angstrom"
 STAT_UNIT = "(10**(-20)*erg/s/cm**2/Angstrom)**2"
 
@@ -68,7 +71,7 @@ def apply_flat_field_spectrum(pt: PixTable, where: str = "pixel table") -> bool:
     Returns False (and leaves the table alone) when there is no such extension or it was
     already applied (``... PIXTABLE FFSPEC`` true).
     """
-    if pt.flat_field is None or bool(pt.header.get(pkey("FFSPEC"), False)):
+    if pt.flat_field is None or bool(pt.header.get(pkey("FFSPEC"), False)) or bool(pt.header.get(pkey("FFCORR"), 0)):
         return False
     table = pt.flat_field
     names = {c.lower(): c for c in table.colnames}
@@ -80,8 +83,16 @@ def apply_flat_field_spectrum(pt: PixTable, where: str = "pixel table") -> bool:
     factor = np.interp(pt.lam, lam[order], spec[order]).astype(np.float32)
     pt.columns["data"] *= factor
     pt.columns["stat"] *= factor * factor
-    pt.header[hkey(pkey("FFSPEC"))] = (True, "data multiplied by the flat-field spectrum")
+    mark_flat_field_applied(pt.header)
     return True
+
+
+def mark_flat_field_applied(header: fits.Header) -> None:
+    """Record that the rows were multiplied by the flat-field spectrum: ``... PIXTABLE
+    FFSPEC = T`` (ours) and the DRS's ``... PIXTABLE FFCORR = 1``, so that neither
+    pipeline applies it twice."""
+    header[hkey(pkey("FFSPEC"))] = (True, "data multiplied by the flat-field spectrum")
+    header[hkey(pkey("FFCORR"))] = (1, "Pixel table corrected for flat-field spectrum")
 
 
 def merge_ifus(tables: Sequence[PixTable], names: Sequence[str] | None = None) -> PixTable:
@@ -114,7 +125,8 @@ def merge_ifus(tables: Sequence[PixTable], names: Sequence[str] | None = None) -
     merged = PixTable.concatenate(list(tables), consume=True)
     merged.flat_field = None  # applied per IFU; a merged table has no single spectrum
     merged.header[hkey(pkey("MERGED"))] = (len(tables), "number of merged IFUs")
-    merged.header[hkey(pkey("FFSPEC"))] = (True, "data multiplied by the flat-field spectrum")
+    merged.header.remove("EXTNAME", ignore_missing=True)  # no longer one IFU (DRS: none either)
+    mark_flat_field_applied(merged.header)
     for key in [k for k in merged.header if k.startswith(pkey("EXP"))]:
         if key.endswith(("FIRST", "LAST")):
             del merged.header[key]

@@ -130,7 +130,7 @@ def pixtable_steps(
         factors = slice_illumination(illum, trace)
         apply_per_slice(pt, factors)
         for s, f in enumerate(factors, start=1):
-            pt.header[hkey(pkey(f"ILLUM{s:02d}"))] = float(f)
+            pt.header[hkey(pkey(f"ILLUM{s}"))] = float(f)  # ILLUM1 .. ILLUM48, as the DRS
         pt.header[hkey(pkey("ILLUM MEAN"))] = float(np.nanmean(factors))
         pt.header[hkey(pkey("ILLUM STDEV"))] = float(np.nanstd(factors))
     # 6. TWILIGHT_CUBE

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from astropy.io import fits
 from astropy.table import Table
 
 from recipes.base import RecipeError
@@ -47,18 +48,37 @@ SPAXEL_AREA_ARCSEC2 = 0.04
 
 
 def read_sky_lines(path: Path) -> Table:
-    """SKY_LINES: ``name``, ``group``, ``lambda`` [Å], ``flux`` (first table extension)."""
+    """SKY_LINES: ``name``, ``group``, ``lambda`` [Å], ``flux`` [1e-20 erg/s/cm²/arcsec²]
+    and, when present, ``dq`` (rows with dq > 0 are dropped, as the DRS does) from the
+    first table extension.
+
+    The flux unit may be spelt the DRS way (``10**(-20)*erg/(s cm^2 arcsec^2)``) or the
+    astropy way (``10**(-20)*erg/(s*cm**2*arcsec**2)``); ``erg/(s cm^2 arcsec^2)`` without
+    the 1e-20 is scaled by 1e20; no unit means 1e-20 erg/s/cm²/arcsec². Other units are a
+    RecipeError. The unit is read from TUNIT, not parsed by astropy (which rejects the DRS
+    spelling).
+    """
     path = Path(path)
     try:
-        table = Table.read(path, hdu=1)
-    except (OSError, ValueError, IndexError) as exc:
+        with fits.open(path) as hl:
+            hdu = hl[1]
+            table = Table(hdu.data)
+            units = {(hdu.columns[i].name or "").lower(): (hdu.columns[i].unit or "") for i in range(len(hdu.columns))}
+    except (OSError, ValueError, IndexError, TypeError) as exc:
         raise RecipeError(f"{path}: cannot read SKY_LINES ({str(exc).splitlines()[0]})") from None
     cols = {c.lower(): c for c in table.colnames}
     if "lambda" not in cols or "flux" not in cols:
         raise RecipeError(f"{path}: SKY_LINES needs columns lambda and flux")
+    unit = "".join(units.get("flux", "").split()).replace("**", "^").replace("*", "")
+    scale = {"": 1.0, "10^(-20)erg/(scm^2arcsec^2)": 1.0, "erg/(scm^2arcsec^2)": 1e20}.get(unit)
+    if scale is None:
+        raise RecipeError(f"{path}: SKY_LINES flux unit '{units['flux']}' not supported "
+                          "(expected 10**(-20)*erg/(s cm^2 arcsec^2))")
+    keep = np.asarray(table[cols["dq"]]) <= 0 if "dq" in cols else np.ones(len(table), dtype=bool)
+    table = table[keep]
     out = Table({"lambda": np.asarray(table[cols["lambda"]], dtype=np.float64),
-                 "flux": np.asarray(table[cols["flux"]], dtype=np.float64)})  # fmt: skip
-    out["name"] = table[cols["name"]] if "name" in cols else [f"L{x:.2f}" for x in out["lambda"]]
+                 "flux": np.asarray(table[cols["flux"]], dtype=np.float64) * scale})  # fmt: skip
+    out["name"] = [str(x).strip() for x in table[cols["name"]]] if "name" in cols else [f"L{x:.2f}" for x in out["lambda"]]
     out["group"] = np.asarray(table[cols["group"]], dtype=np.int32) if "group" in cols else 0
     return out
 

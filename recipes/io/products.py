@@ -240,10 +240,15 @@ def _read_image_product_astropy(path: Path, ifu: int) -> CcdImage:
 def read_table_product(path: Path, ifu: int) -> tuple["Table", fits.Header]:
     """Read the ``CHANnn`` table extension of a table product: ``(table, header)``.
 
-    Only that extension is parsed (located through :func:`fits_index`)."""
+    Only that extension is parsed (located through :func:`fits_index`). A single-IFU DRS
+    file (primary ``EXTNAME = CHANnn``, the table in the first extension, unnamed) is
+    read too."""
     path = Path(path)
     name = chan_name(ifu)
-    hdu_info = next((h for h in fits_index(path)[1:] if h.name == name), None)
+    hdus = fits_index(path)
+    hdu_info = next((h for h in hdus[1:] if h.name == name), None)
+    if hdu_info is None and hdus[0].name == name and len(hdus) > 1:
+        hdu_info = hdus[1]
     if hdu_info is None:
         raise RecipeError(f"{path}: no table extension {name}")
     if hdu_info.xtension != "BINTABLE" or hdu_info.compressed:

@@ -20,10 +20,13 @@ steps 2-7 for each IFU (:func:`recipes.algorithms.scibasic_steps.pixtable_steps`
 4. ``crop``: keep the useful range of the instrument mode (and flag the NaD notch of the
    AO modes with NOTCH_NAD);
 5. ILLUM (optional): divide each slice by its normalised median flux in the attached
-   flat (``ESO DRS MUSE PIXTABLE ILLUMnn``; :mod:`recipes.algorithms.illumination`);
+   flat (``ESO DRS MUSE PIXTABLE ILLUMn``, n = 1..48; :mod:`recipes.algorithms.illumination`);
 6. TWILIGHT_CUBE (optional): divide every pixel by the twilight cube at (xpos, ypos, λ);
 7. attach PIXTABLE_FLAT_FIELD (mean master-flat spectrum on a 1.25 Å grid) and write
-   ``PIXTABLE_<TAG>_nnnn-ii.fits`` (one file per exposure nnnn and IFU ii, the DRS layout).
+   ``PIXTABLE_<TAG>_nnnn-ii.fits`` (one file per exposure nnnn and IFU ii, the DRS layout;
+   its primary header names the IFU, ``EXTNAME = CHANii``, and carries the raw
+   ``ESO DET CHIP/OUTn`` keywords and ``ESO DRS MUSE FLAT FLUX LAMP/SKY``:
+   :func:`recipes.provenance.set_ifu_keywords`).
 
 Units: data count, stat count², λ Å (air), xpos/ypos field pixels (0.2").
 """
@@ -51,7 +54,7 @@ from recipes.algorithms.exposure import check_calib_modes, reduce_exposure
 from recipes.algorithms.illumination import read_twilight_cube
 from recipes.algorithms.pixtable_build import ifu_tables
 from recipes.algorithms.scibasic_steps import pixtable_steps
-from recipes.provenance import add_qc, product_header
+from recipes.provenance import add_qc, product_header, set_ifu_keywords
 
 RAW_TAGS = ("OBJECT", "STD", "SKY", "ASTROMETRY")
 CALIB_TAGS = ("MASTER_BIAS", "MASTER_DARK", "MASTER_FLAT", "TRACE_TABLE", "WAVECAL_TABLE", "GEOMETRY_TABLE",
@@ -121,6 +124,8 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
     illum_path = calibs["ILLUM"]
     illum_primary = read_primary_header(illum_path) if illum_path is not None else None
     twilight = read_twilight_cube(calibs["TWILIGHT_CUBE"]) if calibs["TWILIGHT_CUBE"] is not None else None
+    twilight_primary = read_primary_header(calibs["TWILIGHT_CUBE"]) if twilight is not None else None
+    flat_primary = read_primary_header(calibs["MASTER_FLAT"])
     outdir = Path(outdir)
     products: list[Product] = []
     for number, (tag, members) in enumerate(units, start=1):
@@ -144,6 +149,7 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
             if illum_path is not None:
                 illum, _ = reduce_exposure([illum_path], [illum_primary], ifu, params, calibs, flat)
             header = product_header(f"PIXTABLE_{tag}", RECIPE.name, params, raws, cal_list, mprims[0])
+            set_ifu_keywords(header, ifu, image.header, flat.header, twilight_primary, flat_primary)
             pt, pqc = pixtable_steps(image, ifu, params, header, ifu_tables(calibs, ifu), flat, illum, twilight)
             add_qc(pt.header, qc)
             del image, illum, flat

@@ -22,7 +22,8 @@ The recipe reads as its steps (one exposure per run):
    chosen by the exposure's pointing (or its OBS TARG NAME);
 6. sensitivity, telluric bands, extrapolation and smoothing (:mod:`recipes.algorithms.fluxcal`):
    STD_RESPONSE (``lambda``, ``response``, ``resperr``) and STD_TELLURIC (``lambda``,
-   ``ftelluric``, ``ftellerr`` on the cube's wavelength grid, 1 outside the bands);
+   ``ftelluric``, ``ftellerr`` on the cube's wavelength grid, 1 outside the bands); both
+   say ``ESO DRS MUSE FLUX FFCORR = T`` (made from flat-field-spectrum corrected data);
 7. ``darcheck``: ``check`` measures the star's centroid drift over λ and records it
    (``ESO DRS MUSE DAR CHECK MAX`` [arcsec]); ``correct`` also removes it from the rows
    and resamples and extracts again.
@@ -51,7 +52,8 @@ from recipes.algorithms.cube import collapse, load_filter, primary_from, write_d
 from recipes.algorithms.fluxcal import write_response, write_telluric
 from recipes.algorithms.fluxcal_tables import read_extinction, read_std_flux_table, read_telluric_regions
 from recipes.io import hkey
-from recipes.algorithms.postprocess import header_airmass
+from recipes.algorithms.pixtable import pkey
+from recipes.algorithms.postprocess import FLUX_FFCORR, header_airmass
 from recipes.algorithms.resampling import check_lambda_range
 from recipes.provenance import add_qc, product_header
 
@@ -159,8 +161,15 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
               if (p := _first(frames, tag))]  # fmt: skip
     base = primary_from(header)
 
+    # The response is fitted to flat-field-spectrum corrected data (step 1); the DRS
+    # muse_scipost reverts that correction on its tables when this flag is absent or F,
+    # which put star fluxes 2-29 % low across 6000-6800 A (issue 14).
+    ffcorr = bool(header.get(pkey("FFSPEC"), False))
+
     def header_for(catg: str) -> fits.Header:
         h = product_header(catg, RECIPE.name, params, raws, calibs, template=base)
+        if catg in ("STD_RESPONSE", "STD_TELLURIC"):
+            h[hkey(FLUX_FFCORR)] = (ffcorr, "Data was flat-field spectrum corrected")
         h[hkey("ESO DRS MUSE FLUX NOBJ")] = (len(sources), "number of detected sources")
         h[hkey("ESO DRS MUSE FLUX NSEL")] = (selected + 1, "source selected as the standard star")
         if dar_max is not None:

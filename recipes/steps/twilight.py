@@ -7,7 +7,7 @@ The recipe reads as its steps:
    MASTER_FLAT (:func:`recipes.steps.scibasic.reduce_exposure`);
 2. the IFU's pixel table (:func:`recipes.algorithms.pixtable_build.pixtable_for_ifu`) cut to
    [``lambdamin``, ``lambdamax``];
-3. its integrated flux (sum of the good rows, count) → ``ESO DRS MUSE FLAT FLUX SKYnn``
+3. its integrated flux (sum of the good rows, count) → ``ESO DRS MUSE FLAT FLUX SKYn``
    and ``ESO QC TWILIGHTm INTFLUX``;
 4. optional ILLUM: each slice divided by its relative illumination in the attached flat
    (:func:`recipes.steps.scibasic.slice_illumination`);
@@ -54,7 +54,7 @@ from recipes.algorithms.ccdinputs import (
     select_ifus,
 )
 from recipes.algorithms.overscan import check_bias_overscan, check_overscan_params
-from recipes.provenance import add_qc, product_header
+from recipes.provenance import add_qc, flat_flux_sky_key, product_header
 from recipes.algorithms.exposure import check_calib_modes, reduce_exposure
 from recipes.algorithms.illumination import apply_per_slice, slice_illumination
 from recipes.algorithms.pixtable_build import ifu_tables
@@ -72,7 +72,12 @@ def _stats(values: np.ndarray) -> tuple[float, ...]:
 def write_twilight_cube(path: Path, primary: fits.Header, grid: CubeGrid, cube: np.ndarray) -> Path:
     """TWILIGHT_CUBE: header-only primary HDU and a ``DATA`` float32 cube with the pixel WCS."""
     header = grid.header(3)
-    header["EXTNAME"] = "DATA"
+    header["EXTNAME"] = ("DATA", "This extension contains data values")
+    # as the DRS labels it: BUNIT count (the cube is relative, mean 1) and the ESO classes
+    header["BUNIT"] = "count"
+    header["HDUCLASS"] = ("ESO", "class name (ESO format)")
+    header["HDUCLAS1"] = ("IMAGE", "Image data format")
+    header["HDUCLAS2"] = ("DATA", "this extension contains the data itself")
     hdus = [fits.PrimaryHDU(header=primary), fits.ImageHDU(cube.astype(np.float32), header=header, name="DATA")]
     fits.HDUList(hdus).writeto(path, overwrite=True, output_verify="silentfix")
     return Path(path)
@@ -163,7 +168,7 @@ def run(frames: Mapping[str, list[Path]], params: Mapping, outdir: Path) -> list
     def header_for(catg: str) -> fits.Header:
         h = product_header(catg, RECIPE.name, params, raws, cal_list, base)
         for ifu, flux in zip(ifus, fluxes):
-            h[hkey(f"ESO DRS MUSE FLAT FLUX SKY{ifu:02d}")] = (flux, "[count]")
+            h[hkey(flat_flux_sky_key(ifu))] = (flux, "[count]")
         h[hkey("ESO DRS MUSE RESAMPLE NREJECTED")] = result.n_rejected
         add_qc(h, qc)
         return h
