@@ -149,10 +149,12 @@ class Param:
 
 
 def format_param(value: ParamValue | None) -> str:
-    """A parameter value as the DRS prints it (tuples comma-separated, ``true``/``false``).
+    """A parameter value as the DRS prints it (``PARAMi VALUE``, esorex options): tuples
+    comma-separated, ``true``/``false``, whole numbers without a trailing ``.0`` (the DRS's
+    ``%g``, without its rounding to 6 digits).
 
-    >>> format_param((15.0, 15.0, 1.0)), format_param(True), format_param(None)
-    ('15.0,15.0,1.0', 'true', '')
+    >>> format_param((15.0, 15.0, 1.0)), format_param(True), format_param(None), format_param(0.3125)
+    ('15,15,1', 'true', '', '0.3125')
     """
     if value is None:
         return ""
@@ -160,6 +162,8 @@ def format_param(value: ParamValue | None) -> str:
         return "true" if value else "false"
     if isinstance(value, tuple):
         return ",".join(format_param(v) for v in value)
+    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
     return str(value)
 
 

@@ -4,7 +4,7 @@ Every product says what made it (recipes.md §2, architecture.md): ``ESO PRO CAT
 ``ESO PRO TYPE``, ``ESO PRO DID``, ``ESO PRO REC1 ID`` (the recipe), ``ESO PRO REC1 DRS ID``
 and ``ESO PRO REC1 PIPE ID`` (musered recipes version), ``ESO PRO REC1 PARAMi NAME/VALUE``
 (every parameter, in declaration order, values written as the DRS writes them:
-:func:`drs_param_value`), ``ESO PRO ANCESTOR`` (the raw ARCFILE), ``ESO PRO SCIENCE``
+:func:`recipes.base.format_param`), ``ESO PRO ANCESTOR`` (the raw ARCFILE), ``ESO PRO SCIENCE``
 (T for the science chain, :data:`SCIENCE_CATGS`), ``DATE`` (creation time, UTC),
 ``ESO PRO REC1 RAWi NAME/CATG`` and ``ESO PRO REC1 CALi NAME/CATG`` (file names and tags,
 1-based), ``ESO PRO DATANCOM`` (number of raw frames combined). QC values are
@@ -79,7 +79,7 @@ def product_header(
     header[hkey("ESO PRO REC1 PIPE ID")] = (PIPE_ID, "pipeline id")
     for i, (name, value) in enumerate(params.items(), start=1):
         header[hkey(f"ESO PRO REC1 PARAM{i} NAME")] = (name, "")
-        header[hkey(f"ESO PRO REC1 PARAM{i} VALUE")] = (drs_param_value(value), "")
+        header[hkey(f"ESO PRO REC1 PARAM{i} VALUE")] = (format_param(value), "")
     for i, (path, tag) in enumerate(raws, start=1):
         # No comment: a MUSE file name leaves no room for one on a HIERARCH card.
         header[hkey(f"ESO PRO REC1 RAW{i} NAME")] = (Path(path).name, "")
@@ -89,21 +89,6 @@ def product_header(
         header[hkey(f"ESO PRO REC1 CAL{i} CATG")] = (tag, "calibration tag")
     header[hkey("ESO PRO DATANCOM")] = (len(raws), "combined frames")
     return header
-
-
-def drs_param_value(value: object) -> str:
-    """A parameter value as the DRS prints it in ``PARAMi VALUE``: numbers without a
-    trailing ``.0`` (``3``, ``0.1``, ``1.25``; the DRS's ``%g``, without its rounding to 6
-    digits), booleans ``true``/``false``, lists comma-separated.
-
-    >>> drs_param_value(3.0), drs_param_value((15.0, 15.0, 1.0)), drs_param_value(0.3125)
-    ('3', '15,15,1', '0.3125')
-    """
-    if isinstance(value, tuple):
-        return ",".join(drs_param_value(v) for v in value)
-    if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return format_param(value)  # type: ignore[arg-type]
 
 
 def _ancestor(template: fits.Header | None, raws: Sequence[tuple[Path, str]]) -> str:

@@ -17,7 +17,8 @@ from recipes.algorithms.astrometry import project_to_sky, read_astrometry
 from recipes.algorithms.origin import pack_origin
 from recipes.algorithms.pixtable import PixTable, make_pixtable
 from recipes.algorithms.postprocess import apply_flat_field_spectrum, merge_ifus
-from recipes.provenance import drs_param_value, flat_flux_sky, flat_flux_sky_key, product_header, set_ifu_keywords
+from recipes.base import format_param
+from recipes.provenance import flat_flux_sky, flat_flux_sky_key, product_header, set_ifu_keywords
 
 
 def _raw_extension() -> fits.Header:
@@ -150,4 +151,4 @@ def test_date_ancestor_science_and_param_values():
     # no ARCFILE: the first raw's name; a product template passes its ancestor on
     assert product_header("MASTER_BIAS", "r", {}, raws)["ESO PRO ANCESTOR"] == "MUSE.x.fits"
     assert product_header("DATACUBE_FINAL", "r", {}, [], template=h)["ESO PRO ANCESTOR"] == template["ARCFILE"]
-    assert drs_param_value(0.3125) == "0.3125" and drs_param_value(-1.0) == "-1" and drs_param_value("x") == "x"
+    assert format_param(0.3125) == "0.3125" and format_param(-1.0) == "-1" and format_param("x") == "x"
